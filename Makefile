@@ -1,0 +1,57 @@
+# One entry point for developers and CI. `make test` works on a fresh clone: it builds the
+# virtualenv, fetches Kafka and builds FerretDB (both cached), starts them, then lints,
+# type-checks and runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PACKAGES := config operators state processor
+PYTEST_ARGS ?=
+
+.PHONY: help venv services services-down services-reset lint typecheck test unit demo bench clean
+
+help:
+	@echo "make demo            run the example topology on the local stack"
+	@echo "make test            lint, type-check and run every test (installs what it needs)"
+	@echo "make services        start Kafka and FerretDB on loopback (idempotent)"
+	@echo "make services-down   stop them; make services-reset also wipes their data"
+	@echo "make bench           run the benchmarks (not part of make test)"
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	@touch $@
+
+services: venv
+	PYTHON=$(BIN)/python devstack/stack.sh up
+
+services-down:
+	devstack/stack.sh down
+
+services-reset:
+	devstack/stack.sh reset
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: venv
+	$(BIN)/mypy $(PACKAGES)
+
+unit: venv
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test: lint typecheck services
+	set -a; source .devstack/env; set +a; $(BIN)/pytest $(PYTEST_ARGS)
+
+demo: services
+	set -a; source .devstack/env; set +a; $(BIN)/python -m processor.demo config/examples/clicks-per-user.yaml
+
+bench: services
+	set -a; source .devstack/env; set +a; $(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -1,0 +1,145 @@
+"""The topology schema: what a YAML file may say, checked by pydantic with unknown keys refused."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
+
+from config.durations import Duration
+
+AGGREGATIONS = ("count", "sum", "min", "max", "avg", "first", "last")
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class Strict(BaseModel):
+    """Base for every section: unknown keys are errors, models are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaConfig(Strict):
+    bootstrap_servers: str
+    # Passed through to librdkafka as is: security.protocol, sasl.*, ssl.* and the like.
+    options: dict[str, str | int | bool] = Field(default_factory=dict)
+
+
+class MongoConfig(Strict):
+    uri: str
+    database: str = "tidemark"
+
+
+class Source(Strict):
+    topic: str
+    format: Literal["json", "bytes"] = "json"
+    key: str | None = Field(None, description="field path of the key; absent: the Kafka key")
+    start: Literal["earliest", "latest"] = "earliest"
+    max_record_bytes: int = Field(1_000_000, gt=0)
+
+
+class Sink(Strict):
+    topic: str
+
+
+class Checkpoint(Strict):
+    interval: Duration = 1.0
+    max_records: int = Field(10_000, gt=0, description="commit after this many records too")
+
+
+class StateConfig(Strict):
+    cache_entries: int = Field(100_000, gt=0, description="LRU bound of the read-through cache")
+    flush_statements: int = Field(200, gt=0, description="statements per update command")
+
+
+class Errors(Strict):
+    max_consecutive_failures: int = Field(100, gt=0)
+    dead_letter_topic: str | None = Field(None, description="default: <name>.dlq")
+
+
+def _aggregation(spec: object) -> tuple[str, str | None]:
+    """`count` or `{sum: field}` as (function, field)."""
+    if spec == "count":
+        return ("count", None)
+    if isinstance(spec, dict) and len(spec) == 1:
+        ((fn, field),) = spec.items()
+        if fn not in AGGREGATIONS or fn == "count":
+            raise ValueError(f"unknown aggregation {fn!r} (known: {', '.join(AGGREGATIONS)})")
+        if not isinstance(field, str) or not field:
+            raise ValueError(f"{fn} needs a field path, e.g. {{{fn}: amount}}")
+        return (str(fn), field)
+    if isinstance(spec, str):
+        raise ValueError(f"unknown aggregation {spec!r} (known: {', '.join(AGGREGATIONS)})")
+    raise ValueError("an aggregation is `count` or a one-key mapping such as {sum: amount}")
+
+
+Aggregation = Annotated[tuple[str, str | None], BeforeValidator(_aggregation)]
+
+
+class Aggregate(Strict):
+    id: Annotated[str, Field(pattern=_NAME)]
+    key: str = Field(description="field path of the group key")
+    compute: dict[str, Aggregation] = Field(min_length=1)
+
+
+class FilterStep(Strict):
+    filter: str = Field(description="expression over the record's fields, e.g. `amount > 0`")
+
+
+class MapStep(Strict):
+    map: dict[str, str] = Field(min_length=1, description="field: expression")
+
+
+class ProjectStep(Strict):
+    project: list[str] = Field(min_length=1)
+
+
+class AggregateStep(Strict):
+    aggregate: Aggregate
+
+
+def _step_kind(step: Any) -> str | None:
+    if isinstance(step, dict) and len(step) == 1:
+        return str(next(iter(step)))
+    if isinstance(step, BaseModel):
+        return next(iter(type(step).model_fields))
+    return None
+
+
+Step = Annotated[
+    Annotated[FilterStep, Tag("filter")]
+    | Annotated[MapStep, Tag("map")]
+    | Annotated[ProjectStep, Tag("project")]
+    | Annotated[AggregateStep, Tag("aggregate")],
+    Discriminator(
+        _step_kind,
+        custom_error_type="unknown_step",
+        custom_error_message="a step is one of filter, map, project, aggregate",
+    ),
+]
+
+
+class Topology(Strict):
+    """One pipeline: source topic, operator steps, optional sink, where state lives."""
+
+    name: Annotated[str, Field(pattern=_NAME, description="consumer group and state namespace")]
+    kafka: KafkaConfig
+    mongo: MongoConfig
+    source: Source
+    pipeline: list[Step] = Field(default_factory=list)
+    sink: Sink | None = None
+    checkpoint: Checkpoint = Checkpoint()
+    state: StateConfig = StateConfig()
+    errors: Errors = Errors()
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.errors.dead_letter_topic or f"{self.name}.dlq"
+
+    def aggregates(self) -> list[Aggregate]:
+        return [s.aggregate for s in self.pipeline if isinstance(s, AggregateStep)]
+
+
+def field_path(path: str) -> tuple[str, ...]:
+    """`a.b.c` as its parts."""
+    return tuple(p for p in re.split(r"\.", path) if p)

@@ -1,0 +1,90 @@
+"""Run a batch of events through the operators in order, one stage at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
+
+from operators.events import Event
+from operators.protocol import State
+
+
+class StatelessOperator(Protocol):
+    id: str
+    stateful: bool
+
+    def apply(self, event: Event) -> Event | None: ...
+
+
+class StatefulOperator(Protocol):
+    id: str
+    stateful: bool
+
+    def key_of(self, event: Event) -> str: ...
+
+    def apply(self, event: Event, state: State) -> Event | None: ...
+
+
+Operator = StatelessOperator | StatefulOperator
+OnError = Callable[[Event, Exception], None]
+
+
+class Pipeline:
+    """Operators in order. Batch-first: each stage sees the whole batch before the next.
+
+    Before a stateful stage the keys of the whole batch are prefetched with one call, so
+    the per-event `get`s that follow never go to storage.
+    """
+
+    def __init__(self, operators: Sequence[Operator]) -> None:
+        self.operators = list(operators)
+
+    @property
+    def stateful_ids(self) -> list[str]:
+        return [op.id for op in self.operators if op.stateful]
+
+    async def process(
+        self, events: list[Event], states: Mapping[str, State], on_error: OnError
+    ) -> list[Event]:
+        """Outputs of the batch in input order; an event that raises goes to `on_error`."""
+        for op in self.operators:
+            if op.stateful:
+                events = await _stateful_stage(op, events, states[op.id], on_error)  # type: ignore[arg-type]
+            else:
+                events = _stateless_stage(op, events, on_error)  # type: ignore[arg-type]
+        return events
+
+
+def _stateless_stage(op: StatelessOperator, events: list[Event], on_error: OnError) -> list[Event]:
+    out: list[Event] = []
+    for event in events:
+        try:
+            result = op.apply(event)
+        except Exception as exc:  # noqa: BLE001 - any failure of one record is that record's
+            on_error(event, exc)
+            continue
+        if result is not None:
+            out.append(result)
+    return out
+
+
+async def _stateful_stage(
+    op: StatefulOperator, events: list[Event], state: State, on_error: OnError
+) -> list[Event]:
+    keys: set[str] = set()
+    for event in events:
+        try:
+            keys.add(op.key_of(event))
+        except Exception:  # noqa: BLE001 - reported by apply below
+            continue
+    await state.prefetch(keys)
+    out: list[Event] = []
+    for event in events:
+        try:
+            result = op.apply(event, state)
+        except Exception as exc:  # noqa: BLE001
+            on_error(event, exc)
+            continue
+        if result is not None:
+            out.append(result)
+    return out

@@ -1,0 +1,111 @@
+"""Fixtures for the real services: Kafka and a MongoDB-protocol server.
+
+Where they come from, in order: `KAFKA_BOOTSTRAP_SERVERS` / `MONGO_URI` when set; testcontainers
+when `TIDEMARK_TESTCONTAINERS=1` and a Docker engine answers; otherwise the devstack, started
+on demand. Every test gets its own topic names and its own database, removed afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from tests.support import Services, TopicFactory
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _from_testcontainers(stack: ExitStack) -> Services | None:
+    if os.environ.get("TIDEMARK_TESTCONTAINERS") != "1":
+        return None
+    import docker  # type: ignore[import-untyped]
+    from testcontainers.kafka import KafkaContainer  # type: ignore[import-untyped]
+    from testcontainers.mongodb import MongoDbContainer  # type: ignore[import-untyped]
+
+    try:
+        docker.from_env().ping()
+    except Exception:  # noqa: BLE001 - no engine: fall back to the devstack
+        return None
+    kafka = stack.enter_context(KafkaContainer().with_kraft())
+    mongo = stack.enter_context(MongoDbContainer("mongo:7"))
+    return Services(kafka.get_bootstrap_server(), mongo.get_connection_url())
+
+
+def _from_devstack() -> Services:
+    subprocess.run(["make", "-s", "services"], cwd=ROOT, check=True)
+    env = dict(
+        line.split("=", 1) for line in (ROOT / ".devstack/env").read_text().splitlines() if line
+    )
+    return Services(env["KAFKA_BOOTSTRAP_SERVERS"], env["MONGO_URI"])
+
+
+@pytest.fixture(scope="session")
+def services() -> Iterator[Services]:
+    """The Kafka bootstrap address and MongoDB URI for this test session."""
+    kafka, mongo = os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), os.environ.get("MONGO_URI")
+    with ExitStack() as stack:
+        if kafka and mongo:
+            yield Services(kafka, mongo)
+        else:
+            yield _from_testcontainers(stack) or _from_devstack()
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> Callable[[str], str]:
+    """Make names unique to this test: `unique_name("clicks")` -> `clicks-test_x-1a2b3c`."""
+    test = re.sub(r"[^a-zA-Z0-9]+", "_", request.node.name)[:40]
+    run = uuid.uuid4().hex[:6]
+    return lambda base: f"{base}-{test}-{run}"
+
+
+@pytest.fixture
+def admin(services: Services) -> AdminClient:
+    """A Kafka admin client."""
+    return AdminClient({"bootstrap.servers": services.kafka})
+
+
+@pytest.fixture
+def make_topic(admin: AdminClient, unique_name: Callable[[str], str]) -> Iterator[TopicFactory]:
+    """Create a topic unique to this test (`make_topic("in", partitions=4)`); deleted after."""
+    created: list[str] = []
+
+    def make(base: str, partitions: int = 1) -> str:
+        name = unique_name(base)
+        admin.create_topics([NewTopic(name, partitions, 1)])[name].result(timeout=30)
+        created.append(name)
+        return name
+
+    yield make
+    if created:
+        for future in admin.delete_topics(created).values():
+            future.result(timeout=30)
+
+
+@pytest.fixture
+async def mongo_client(services: Services) -> AsyncIterator[AsyncMongoClient[dict[str, object]]]:
+    """An `AsyncMongoClient` bound to this test's event loop."""
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+        services.mongo_uri, serverSelectionTimeoutMS=10_000
+    )
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def mongo_db(
+    mongo_client: AsyncMongoClient[dict[str, object]], unique_name: Callable[[str], str]
+) -> AsyncIterator[AsyncDatabase[dict[str, object]]]:
+    """A database unique to this test, dropped afterwards."""
+    name = unique_name("t").replace("-", "_")[:60]
+    yield mongo_client[name]
+    await mongo_client.drop_database(name)
