@@ -7,8 +7,8 @@ from typing import Any
 
 from config.model import Aggregate
 from config.model import field_path as parse_path
+from config.state import State
 from operators.events import Event, RecordError, get_path, key_string
-from operators.protocol import State
 
 Accumulator = dict[str, Any]
 Step = Callable[[Accumulator, Any], None]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from operators.protocol import Stamped
+from config.state import Stamped
 
 
 class InMemoryState:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
+from config.state import State
 from operators.events import Event
-from operators.protocol import State
 
 
 class StatelessOperator(Protocol):

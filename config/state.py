@@ -1,4 +1,7 @@
-"""The seam between operators and storage: per-operator, per-partition keyed state."""
+"""The seam between operators and storage: per-operator, per-partition keyed state.
+
+It lives in `config`, the one package both `operators` and `state` may import.
+"""
 
 from __future__ import annotations
 

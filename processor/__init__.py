@@ -1,0 +1,1 @@
+"""The runtime: worker loop, commit protocol, Kafka source and sink, dead letters, CLI."""

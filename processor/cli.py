@@ -1,0 +1,82 @@
+"""The `tidemark` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+
+from config import ConfigError, Topology, load_topology
+from operators.expressions import ExpressionError
+from processor import logs
+
+EXIT_CONFIG = 2
+EXIT_TOPOLOGY = 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `tidemark` console script."""
+    parser = argparse.ArgumentParser(prog="tidemark", description="Stateful stream processor")
+    commands = parser.add_subparsers(dest="command", required=True)
+    validate = commands.add_parser("validate", help="check a topology file; exit 2 if invalid")
+    validate.add_argument("file")
+    run = commands.add_parser("run", help="run one worker of a topology")
+    run.add_argument("file")
+    run.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    commands.add_parser("schema", help="print the JSON Schema of topology files")
+    demo = commands.add_parser("demo", help="produce sample events, run, print the aggregates")
+    demo.add_argument("file")
+    demo.add_argument("--events", type=int, default=5000)
+    args = parser.parse_args(argv)
+
+    if args.command == "schema":
+        print(json.dumps(Topology.model_json_schema(), indent=2))
+        return 0
+    try:
+        topology = _load(args.file)
+    except (ConfigError, ExpressionError) as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
+    if args.command == "validate":
+        print(f"{args.file}: ok")
+        return 0
+    logs.configure("WARNING" if args.command == "demo" else "INFO")
+    if args.command == "demo":
+        from processor.demo import run_demo
+
+        return asyncio.run(run_demo(topology, args.events))
+    return asyncio.run(_run(topology, args.metrics_port))
+
+
+def _load(path: str) -> Topology:
+    from operators import build_pipeline
+
+    topology = load_topology(path)
+    build_pipeline(topology)  # expressions are checked at load, not at the first record
+    return topology
+
+
+async def _run(topology: Topology, metrics_port: int | None) -> int:
+    from processor.kafka import TopologyError
+    from processor.worker import Worker
+
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port)
+    worker = Worker(topology)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, worker.stop)
+    try:
+        await worker.run()
+    except TopologyError as exc:
+        print(f"tidemark: {exc}", file=sys.stderr)
+        return EXIT_TOPOLOGY
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

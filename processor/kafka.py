@@ -1,0 +1,96 @@
+"""Kafka clients for a topology: configuration, topic checks, dead-letter topic creation."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
+from config import Topology
+
+
+class TopologyError(Exception):
+    """The topology cannot start as configured (missing topic and the like)."""
+
+
+def _base(topology: Topology) -> dict[str, Any]:
+    # User options come last so security.protocol, sasl.* and ssl.* reach librdkafka as given.
+    return {"bootstrap.servers": topology.kafka.bootstrap_servers, **topology.kafka.options}
+
+
+def consumer(topology: Topology, owner: str) -> Consumer:
+    """A group member reading only committed records, offsets committed by the producer."""
+    return Consumer(
+        {
+            **_base(topology),
+            "group.id": topology.name,
+            "client.id": owner,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": topology.source.start,
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 1_000,
+            "max.poll.interval.ms": 300_000,
+            "fetch.wait.max.ms": 100,
+            "enable.partition.eof": False,
+        }
+    )
+
+
+def producer(topology: Topology, owner: str) -> Producer:
+    """A transactional producer; zombies are fenced through the consumer group (KIP-447)."""
+    return Producer(
+        {
+            **_base(topology),
+            "client.id": owner,
+            "transactional.id": f"tidemark-{topology.name}-{uuid.uuid4().hex[:12]}",
+            "transaction.timeout.ms": 60_000,
+            "linger.ms": 5,
+            "queue.buffering.max.messages": 1_000_000,
+            "message.max.bytes": 1_048_576,
+        }
+    )
+
+
+def partition_counts(topology: Topology, topics: list[str]) -> dict[str, int]:
+    """Partition count of each topic that exists."""
+    admin = AdminClient(_base(topology))
+    try:
+        metadata = admin.list_topics(timeout=15)
+    except KafkaException as exc:
+        raise TopologyError(
+            f"cannot reach Kafka at {topology.kafka.bootstrap_servers}: {exc}"
+        ) from exc
+    return {
+        t: len(metadata.topics[t].partitions)
+        for t in topics
+        if t in metadata.topics and metadata.topics[t].error is None
+    }
+
+
+def check_topics(topology: Topology) -> dict[str, int]:
+    """Fail clearly if the source or sink is missing; create the dead-letter topic if missing."""
+    names = [topology.source.topic, topology.dead_letter_topic]
+    if topology.sink:
+        names.append(topology.sink.topic)
+    counts = partition_counts(topology, names)
+    for role, topic in (
+        ("source", topology.source.topic),
+        ("sink", getattr(topology.sink, "topic", None)),
+    ):
+        if topic is not None and topic not in counts:
+            raise TopologyError(f"{role} topic {topic!r} does not exist; create it first")
+    if topology.dead_letter_topic not in counts:
+        admin = AdminClient(_base(topology))
+        new = NewTopic(topology.dead_letter_topic, counts[topology.source.topic], -1)
+        try:
+            admin.create_topics([new])[topology.dead_letter_topic].result(timeout=30)
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise
+        counts[topology.dead_letter_topic] = counts[topology.source.topic]
+    return counts

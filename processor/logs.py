@@ -1,0 +1,26 @@
+"""Structured logs: one JSON object per line on stderr."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import structlog
+
+
+def configure(default_level: str = "INFO") -> None:
+    """Set up structlog; `TIDEMARK_LOG_LEVEL` overrides the level."""
+    level = logging.getLevelName(os.environ.get("TIDEMARK_LOG_LEVEL", default_level).upper())
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(
+            level if isinstance(level, int) else 20
+        ),
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
+    )

@@ -1,0 +1,32 @@
+"""What a worker keeps for one partition it owns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from config.state import State
+from state import Checkpoint, PartitionStore
+
+
+@dataclass
+class OwnedPartition:
+    """Ownership (checkpoint and epoch), state, and progress of one assigned partition.
+
+    `emit_from` is the Kafka committed offset C found at assignment: events below it were
+    processed before a crash and their outputs committed already, so they are replayed for
+    state only.
+    """
+
+    checkpoint: Checkpoint
+    store: PartitionStore
+    states: dict[str, State]
+    emit_from: int
+    next_offset: int | None = None  # one past the last event processed
+    consecutive_failures: int = 0
+    last_error: str | None = None
+    failed: bool = False
+    records: int = field(default=0)
+
+    @property
+    def number(self) -> int:
+        return self.checkpoint.partition

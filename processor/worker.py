@@ -1,0 +1,277 @@
+"""One worker: a consumer-group member that runs a topology over the partitions it owns.
+
+The loop consumes a batch, runs it through the pipeline per partition (state prefetched once
+per stage), produces outputs and dead letters into the open Kafka transaction, and every
+`checkpoint.interval` or `checkpoint.max_records` runs the commit protocol in `commit.py`.
+Rebalance callbacks fire inside `consume`, on the consumer's thread; they hand their work to
+the event loop and wait for it, so all state is touched by the loop alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections import defaultdict
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import orjson
+import structlog
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Message, TopicPartition
+from pymongo import AsyncMongoClient
+
+from config import Topology
+from operators import Event, build_pipeline
+from processor import kafka, metrics
+from processor.commit import Committer
+from processor.deadletters import dead_letter
+from processor.decoding import Decoder
+from processor.partition import OwnedPartition
+from state import Checkpoints, PartitionStore, ensure_collections
+from state.names import state_collection
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class Raw:
+    """The parts of a consumed message the runtime uses."""
+
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: int
+
+
+log = structlog.get_logger("tidemark.worker")
+BATCH = 2000
+
+
+class Worker:
+    """Runs `topology` as one member of its consumer group until `stop()`."""
+
+    def __init__(self, topology: Topology, owner: str | None = None) -> None:
+        self.topology = topology
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
+        self.pipeline = build_pipeline(topology)
+        self.parts: dict[int, OwnedPartition] = {}
+        self._decoder = Decoder(topology.source)
+        self._stopping = asyncio.Event()
+        self._labels = {"topology": topology.name}
+
+    def stop(self) -> None:
+        """Finish the batch in hand, commit, leave the group."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        t = self.topology
+        self._loop = asyncio.get_running_loop()
+        counts = await asyncio.to_thread(kafka.check_topics, t)
+        self._sink_partition = (
+            bool(t.sink) and counts.get(t.sink.topic if t.sink else "") == counts[t.source.topic]
+        )
+        mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(t.mongo.uri, appname=self.owner)
+        try:
+            db = mongo[t.mongo.database]
+            await ensure_collections(db, t.name)
+            self._checkpoints = Checkpoints(db, t.name)
+            self._state = db[state_collection(t.name)]
+            self._consumer = kafka.consumer(t, self.owner)
+            self.committer = Committer(self, kafka.producer(t, self.owner), self._checkpoints)
+            await self.committer.start()
+            self._consumer.subscribe(
+                [t.source.topic],
+                on_assign=self._on_assign,
+                on_revoke=self._on_revoke,
+                on_lost=self._on_lost,
+            )
+            log.info("worker_started", topology=t.name, owner=self.owner)
+            await self._loop_until_stopped()
+        finally:
+            if hasattr(self, "_consumer"):
+                await asyncio.to_thread(self._consumer.close)
+            await mongo.close()
+            log.info("worker_stopped", topology=t.name, owner=self.owner)
+
+    async def _loop_until_stopped(self) -> None:
+        interval, max_records = (
+            self.topology.checkpoint.interval,
+            self.topology.checkpoint.max_records,
+        )
+        last_commit, since_commit = time.monotonic(), 0
+        while not self._stopping.is_set():
+            messages = await asyncio.to_thread(self._consumer.consume, BATCH, 0.2)
+            if messages:
+                since_commit += await self._process(messages)
+            if since_commit and (
+                since_commit >= max_records or time.monotonic() - last_commit >= interval
+            ):
+                await self.committer.commit()
+                last_commit, since_commit = time.monotonic(), 0
+        if since_commit:
+            await self.committer.commit()
+
+    # -- processing ---------------------------------------------------------------------
+
+    async def _process(self, messages: list[Message]) -> int:
+        batches: dict[int, list[Raw]] = defaultdict(list)
+        for m in messages:
+            number, offset = m.partition(), m.offset()
+            if m.error() is not None or number is None or offset is None:
+                log.warning("consume_error", error=str(m.error()))
+                continue
+            batches[number].append(Raw(offset, m.key(), m.value(), m.timestamp()[1]))
+        for number, batch in batches.items():
+            part = self.parts.get(number)
+            if part is not None and not part.failed:
+                await self._process_partition(part, batch)
+        return sum(len(b) for b in batches.values())
+
+    async def _process_partition(self, part: OwnedPartition, batch: list[Raw]) -> None:
+        failures: dict[int, Exception] = {}
+        events: list[Event] = []
+        for r in batch:
+            try:
+                events.append(self._decoder.decode(r.key, r.value, r.offset, r.timestamp))
+            except ValueError as exc:
+                failures[r.offset] = exc
+
+        def on_error(event: Event, exc: Exception) -> None:
+            failures[event.offset] = exc
+
+        outputs = await self.pipeline.process(events, part.states, on_error)
+        sink = self.topology.sink
+        for out in outputs:
+            if sink is not None and out.offset >= part.emit_from:
+                self._emit(part, out, sink.topic)
+        if failures:
+            self._dead_letter(part, [r for r in batch if r.offset in failures], failures)
+        self._count_failures(part, batch, failures)
+        part.next_offset = batch[-1].offset + 1
+        metrics.EVENTS.labels(**self._labels).inc(len(batch))
+
+    def _emit(self, part: OwnedPartition, out: Event, topic: str) -> None:
+        key = out.key.encode() if out.key is not None else None
+        value = orjson.dumps(out.value)
+        if self._sink_partition:
+            self.committer.produce(topic, key, value, partition=part.number)
+        else:
+            self.committer.produce(topic, key, value)
+        metrics.OUTPUTS.labels(**self._labels).inc()
+
+    def _dead_letter(
+        self, part: OwnedPartition, failed: list[Raw], errors: dict[int, Exception]
+    ) -> None:
+        topic = self.topology.source.topic
+        for r in failed:
+            if r.offset < part.emit_from:
+                continue  # dead-lettered before the crash, in a committed transaction
+            error = errors[r.offset]
+            letter = dead_letter(r.key, r.value, topic, part.number, r.offset, error)
+            self.committer.produce(
+                self.topology.dead_letter_topic, letter.key, letter.value, headers=letter.headers
+            )
+            metrics.DEAD_LETTERS.labels(**self._labels).inc()
+            log.warning(
+                "dead_letter",
+                partition=part.number,
+                offset=r.offset,
+                error=type(error).__name__,
+                reason=str(error)[:300],
+            )
+
+    def _count_failures(
+        self, part: OwnedPartition, batch: list[Raw], failures: dict[int, Exception]
+    ) -> None:
+        for r in batch:
+            exc = failures.get(r.offset)
+            if exc is None:
+                part.consecutive_failures = 0
+                continue
+            part.consecutive_failures += 1
+            part.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+        if part.consecutive_failures >= self.topology.errors.max_consecutive_failures:
+            # Everything up to the end of this batch is handled; the commit records the
+            # failure with the checkpoint and the partition stays paused until replayed.
+            part.failed = True
+            self.pause(part.number)
+            log.error("partition_failed", partition=part.number, error=part.last_error)
+
+    # -- ownership ----------------------------------------------------------------------
+
+    def pause(self, number: int) -> None:
+        self._consumer.pause([TopicPartition(self.topology.source.topic, number)])
+
+    def drop(self, part: OwnedPartition, reason: str) -> None:
+        """Stop processing a partition another owner fenced us out of."""
+        self.parts.pop(part.number, None)
+        part.store.forget()
+        self.pause(part.number)
+        metrics.FENCED.labels(**self._labels).inc()
+        log.warning("partition_dropped", partition=part.number, reason=reason)
+
+    async def recover(self, number: int, committed: int | None) -> TopicPartition:
+        """Take partition `number`: new epoch, then where to start and from where to emit.
+
+        W is the checkpoint in MongoDB, C the committed offset in Kafka. Reading resumes at
+        W; events in [W, C) rebuild state only, their outputs being committed already.
+        """
+        t = self.topology
+        cp = await self._checkpoints.acquire(t.source.topic, number, self.owner)
+        store = PartitionStore(self._state, number, t.state.cache_entries, t.state.flush_statements)
+        start = cp.offset if cp.offset is not None else committed
+        emit_from = max(x for x in (cp.offset, committed, 0) if x is not None)
+        self.parts[number] = OwnedPartition(
+            checkpoint=cp,
+            store=store,
+            states={op: store.view(op) for op in self.pipeline.stateful_ids},
+            emit_from=emit_from,
+            failed=cp.status == "failed",
+        )
+        if start is None:
+            start = OFFSET_BEGINNING if t.source.start == "earliest" else OFFSET_END
+        log.info(
+            "partition_assigned", partition=number, epoch=cp.epoch, start=start, emit_from=emit_from
+        )
+        return TopicPartition(t.source.topic, number, start)
+
+    def committed_offsets(self, numbers: list[int]) -> dict[int, int | None]:
+        """Kafka's committed offsets (waits for pending transactional commits to settle)."""
+        tps = [TopicPartition(self.topology.source.topic, n) for n in numbers]
+        found = self._consumer.committed(tps, timeout=30)
+        return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in found}
+
+    def seek(self, tp: TopicPartition) -> None:
+        self._consumer.seek(tp)
+
+    def consumer_group_metadata(self) -> object:
+        return self._consumer.consumer_group_metadata()
+
+    # Rebalance callbacks: called on the consumer's thread from inside `consume`.
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        committed = self.committed_offsets([tp.partition for tp in partitions])
+        starts = [self._call(self.recover(n, c)) for n, c in committed.items()]
+        consumer.assign(starts)
+        for part in self.parts.values():
+            if part.failed:
+                self.pause(part.number)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._call(self.committer.commit())
+        self._forget_all()
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._call(self.committer.abort())
+        self._forget_all()
+
+    def _forget_all(self) -> None:
+        for part in self.parts.values():
+            part.store.forget()
+        self.parts.clear()
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()

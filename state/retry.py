@@ -1,0 +1,44 @@
+"""Riding out a MongoDB outage: retry idempotent operations on connection errors, with backoff.
+
+Every write the runtime retries is idempotent (epoch-conditional upserts of fixed values,
+checkpoint moves to a fixed offset), so a retry after an unknown outcome is safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import structlog
+from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+T = TypeVar("T")
+log = structlog.get_logger("tidemark.state")
+
+TRANSIENT = (AutoReconnect, ConnectionFailure, NetworkTimeout)
+
+
+def _log(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    log.warning("mongo_unavailable_retrying", attempt=state.attempt_number, error=str(exc))
+
+
+async def with_retry(operation: Callable[[], Awaitable[T]], give_up_after: float = 300.0) -> T:
+    """Run `operation`, retrying transient connection errors for up to `give_up_after` s."""
+    async for attempt in AsyncRetrying(
+        retry=retry_if_exception_type(TRANSIENT),
+        wait=wait_exponential_jitter(initial=0.1, max=5.0),
+        stop=stop_after_delay(give_up_after),
+        before_sleep=_log,
+        reraise=True,
+    ):
+        with attempt:
+            return await operation()
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,174 @@
+"""One partition's operator state: a bounded read-through cache, a dirty set, a fenced flush.
+
+Reads: the pipeline prefetches the keys of a batch with one query; `get` then answers from
+memory. Writes: `put`/`delete` only touch memory and mark the key dirty with the offset that
+changed it; at a checkpoint `flush` writes each dirty key once (coalesced) with unordered
+`update` commands whose statements are conditional on the owner's epoch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import OrderedDict
+from collections.abc import Collection
+from typing import Any
+
+from pymongo.asynchronous.collection import AsyncCollection
+
+from config.state import Stamped
+from state.errors import Fenced, StateError
+from state.names import state_id
+from state.retry import with_retry
+
+_ABSENT = Stamped(None, -1)  # cached "no document": a key never written
+DUPLICATE_KEY = 11000
+
+
+class PartitionStore:
+    """State of every operator of one topology in one source partition."""
+
+    def __init__(
+        self,
+        collection: AsyncCollection[Any],
+        partition: int,
+        cache_entries: int = 100_000,
+        flush_statements: int = 200,
+    ) -> None:
+        self._coll = collection
+        self.partition = partition
+        self._limit = cache_entries
+        self._chunk = flush_statements
+        # OrderedDict as LRU: move_to_end and popitem are C, cheaper per event than a library.
+        self._cache: OrderedDict[str, Stamped] = OrderedDict()
+        self._dirty: dict[str, tuple[str, str, Stamped]] = {}
+
+    def view(self, op: str) -> OperatorState:
+        """The `State` of operator `op` in this partition."""
+        return OperatorState(self, op)
+
+    @property
+    def dirty_count(self) -> int:
+        return len(self._dirty)
+
+    @property
+    def cached_count(self) -> int:
+        return len(self._cache)
+
+    async def prefetch(self, op: str, keys: Collection[str]) -> None:
+        """Load the keys not in memory with one query."""
+        self._trim()
+        missing = {state_id(op, self.partition, k) for k in keys}
+        missing = {i for i in missing if i not in self._cache and i not in self._dirty}
+        if not missing:
+            return
+        ids = list(missing)
+        docs = await with_retry(
+            lambda: self._coll.find({"_id": {"$in": ids}}, {"v": 1, "off": 1}).to_list(None)
+        )
+        for doc in docs:
+            self._cache[doc["_id"]] = Stamped(doc.get("v"), doc.get("off", -1))
+            missing.discard(doc["_id"])
+        for i in missing:
+            self._cache[i] = _ABSENT
+
+    def get(self, op: str, key: str) -> Stamped | None:
+        sid = state_id(op, self.partition, key)
+        found = self._cache.get(sid)
+        if found is None:
+            dirty = self._dirty.get(sid)
+            if dirty is None:
+                raise KeyError(f"{sid} was not prefetched")
+            found = dirty[2]
+            self._cache[sid] = found
+        else:
+            self._cache.move_to_end(sid)
+        return None if found is _ABSENT else found
+
+    def put(self, op: str, key: str, value: Any, offset: int) -> None:
+        sid = state_id(op, self.partition, key)
+        stamped = Stamped(value, offset)
+        self._cache[sid] = stamped
+        self._dirty[sid] = (op, key, stamped)
+
+    def forget(self) -> None:
+        """Drop everything in memory (the partition was revoked or fenced)."""
+        self._cache.clear()
+        self._dirty.clear()
+
+    async def flush(self, epoch: int) -> int:
+        """Write every dirty key conditional on `epoch`; `Fenced` if a newer owner wrote first.
+
+        A failed statement means a newer owner: MongoDB applies the other statements of an
+        unordered command, FerretDB 1.x stops at the first failure. Either way the per-key
+        `off` stamps make what did apply harmless, and this writer stops.
+        """
+        if not self._dirty:
+            return 0
+        now = dt.datetime.now(dt.UTC)
+        statements = [
+            {
+                "q": {"_id": sid, "ep": {"$lte": epoch}},
+                "u": {
+                    "$set": {
+                        "op": op,
+                        "k": key,
+                        "p": self.partition,
+                        "v": stamped.value,
+                        "off": stamped.offset,
+                        "ep": epoch,
+                        "ts": now,
+                        "del": stamped.value is None,
+                    }
+                },
+                "upsert": True,
+            }
+            for sid, (op, key, stamped) in self._dirty.items()
+        ]
+        for start in range(0, len(statements), self._chunk):
+            await self._send(statements[start : start + self._chunk], epoch)
+        written = len(self._dirty)
+        self._dirty.clear()
+        return written
+
+    async def _send(self, statements: list[dict[str, Any]], epoch: int) -> None:
+        # A raw command rather than bulk_write: pymongo's bulk result merge expects
+        # `nModified`, which FerretDB 1.x omits from replies that carry write errors.
+        database = self._coll.database
+        command = {"update": self._coll.name, "updates": statements, "ordered": False}
+        reply = await with_retry(lambda: database.command(command))
+        errors = reply.get("writeErrors") or []
+        if any(e.get("code") == DUPLICATE_KEY for e in errors):
+            raise Fenced(f"state flush of partition {self.partition}", epoch)
+        if errors or reply.get("writeConcernError"):
+            first = errors[0] if errors else reply["writeConcernError"]
+            raise StateError(f"state flush of partition {self.partition} failed: {first}")
+
+    async def sweep_tombstones(self, epoch: int, below: int) -> int:
+        """Remove deletes the checkpoint has passed: recovery never replays below it."""
+        flt = {"p": self.partition, "del": True, "off": {"$lt": below}, "ep": {"$lte": epoch}}
+        result = await with_retry(lambda: self._coll.delete_many(flt))
+        return result.deleted_count
+
+    def _trim(self) -> None:
+        while len(self._cache) > self._limit:
+            self._cache.popitem(last=False)
+
+
+class OperatorState:
+    """`State` protocol for one operator, over its partition's store."""
+
+    def __init__(self, store: PartitionStore, op: str) -> None:
+        self._store = store
+        self._op = op
+
+    async def prefetch(self, keys: Collection[str]) -> None:
+        await self._store.prefetch(self._op, keys)
+
+    def get(self, key: str) -> Stamped | None:
+        return self._store.get(self._op, key)
+
+    def put(self, key: str, value: Any, offset: int) -> None:
+        self._store.put(self._op, key, value, offset)
+
+    def delete(self, key: str, offset: int) -> None:
+        self._store.put(self._op, key, None, offset)
