@@ -19,10 +19,16 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+Options = dict[str, str | int | float | bool]
+
+
 class KafkaConfig(Strict):
     bootstrap_servers: str
-    # Passed through to librdkafka as is: security.protocol, sasl.*, ssl.* and the like.
-    options: dict[str, str | int | bool] = Field(default_factory=dict)
+    # Passed through to librdkafka as is: security.protocol, sasl.*, ssl.* and the like go in
+    # `options` (every client); `consumer` and `producer` override per client.
+    options: Options = Field(default_factory=dict)
+    consumer: Options = Field(default_factory=dict)
+    producer: Options = Field(default_factory=dict)
 
 
 class MongoConfig(Strict):

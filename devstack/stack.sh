@@ -82,6 +82,9 @@ transaction.state.log.num.partitions=8
 share.coordinator.state.topic.replication.factor=1
 share.coordinator.state.topic.min.isr=1
 group.initial.rebalance.delay.ms=0
+# Fast failure detection and hung-transaction cleanup, so crash tests recover in seconds.
+group.min.session.timeout.ms=1000
+transaction.abort.timed.out.transaction.cleanup.interval.ms=1000
 log.flush.interval.messages=9223372036854775807
 EOF
   cat >"$dir/log4j2.properties" <<EOF

@@ -37,21 +37,27 @@ def consumer(topology: Topology, owner: str) -> Consumer:
             "max.poll.interval.ms": 300_000,
             "fetch.wait.max.ms": 100,
             "enable.partition.eof": False,
+            **topology.kafka.consumer,
         }
     )
 
 
 def producer(topology: Topology, owner: str) -> Producer:
-    """A transactional producer; zombies are fenced through the consumer group (KIP-447)."""
+    """A transactional producer; zombies are fenced through the consumer group (KIP-447).
+
+    The transactional id is unique per process: fencing does not rely on it being stable.
+    """
     return Producer(
         {
             **_base(topology),
             "client.id": owner,
             "transactional.id": f"tidemark-{topology.name}-{uuid.uuid4().hex[:12]}",
-            "transaction.timeout.ms": 60_000,
+            # A worker killed mid-transaction blocks read_committed readers of its outputs
+            # until the broker aborts the transaction: keep that short (commits are ~1 s apart).
+            "transaction.timeout.ms": 10_000,
             "linger.ms": 5,
             "queue.buffering.max.messages": 1_000_000,
-            "message.max.bytes": 1_048_576,
+            **topology.kafka.producer,
         }
     )
 

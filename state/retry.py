@@ -34,7 +34,7 @@ async def with_retry(operation: Callable[[], Awaitable[T]], give_up_after: float
     """Run `operation`, retrying transient connection errors for up to `give_up_after` s."""
     async for attempt in AsyncRetrying(
         retry=retry_if_exception_type(TRANSIENT),
-        wait=wait_exponential_jitter(initial=0.1, max=5.0),
+        wait=wait_exponential_jitter(multiplier=0.1, max=5.0),
         stop=stop_after_delay(give_up_after),
         before_sleep=_log,
         reraise=True,

@@ -1,0 +1,117 @@
+"""Partition state store and checkpoints against the real MongoDB-protocol server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from pymongo.asynchronous.database import AsyncDatabase
+
+from operators import Stamped
+from state import Checkpoints, Fenced, PartitionStore, ensure_collections
+from state.names import state_collection
+
+pytestmark = pytest.mark.integration
+Db = AsyncDatabase[dict[str, Any]]
+
+
+async def store(db: Db, partition: int = 0, **kw: int) -> PartitionStore:
+    await ensure_collections(db, "t")
+    return PartitionStore(db[state_collection("t")], partition, **kw)
+
+
+async def test_put_flush_and_read_back_through_a_fresh_store(mongo_db: Db) -> None:
+    s = await store(mongo_db, flush_statements=3)
+    await s.prefetch("agg", ["a", "b"])
+    assert s.get("agg", "a") is None
+    for i in range(10):
+        s.put("agg", f"k{i}", {"n": i}, 100 + i)
+    s.put("agg", "k1", {"n": 11}, 120)  # coalesced: one write per key
+    assert s.dirty_count == 10
+    assert await s.flush(epoch=1) == 10
+    assert s.dirty_count == 0
+
+    fresh = await store(mongo_db)
+    await fresh.prefetch("agg", ["k1", "k9", "missing"])
+    assert fresh.get("agg", "k1") == Stamped({"n": 11}, 120)
+    assert fresh.get("agg", "k9") == Stamped({"n": 9}, 109)
+    assert fresh.get("agg", "missing") is None
+    doc = await mongo_db[state_collection("t")].find_one({"_id": "agg:0:k1"})
+    assert doc is not None
+    assert (doc["op"], doc["k"], doc["p"], doc["off"], doc["ep"], doc["del"]) == (
+        "agg",
+        "k1",
+        0,
+        120,
+        1,
+        False,
+    )
+
+
+async def test_reading_an_unprefetched_key_is_a_bug_not_a_miss(mongo_db: Db) -> None:
+    s = await store(mongo_db)
+    with pytest.raises(KeyError, match="not prefetched"):
+        s.get("agg", "never")
+
+
+async def test_cache_is_bounded_and_evicted_keys_reload(mongo_db: Db) -> None:
+    s = await store(mongo_db, cache_entries=5)
+    keys = [f"k{i}" for i in range(20)]
+    await s.prefetch("agg", keys)
+    for i, k in enumerate(keys):
+        s.put("agg", k, i, i)
+    await s.flush(1)
+    await s.prefetch("agg", ["k0"])  # trims to the bound before loading
+    assert s.cached_count <= 6
+    assert s.get("agg", "k0") == Stamped(0, 0)
+
+
+async def test_older_epoch_flush_is_fenced_and_changes_nothing(mongo_db: Db) -> None:
+    old, new = await store(mongo_db), await store(mongo_db)
+    await new.prefetch("agg", ["k"])
+    new.put("agg", "k", "new", 5)
+    await new.flush(epoch=2)
+    await old.prefetch("agg", ["k"])
+    old.put("agg", "k", "stale", 9)
+    with pytest.raises(Fenced):
+        await old.flush(epoch=1)
+    doc = await mongo_db[state_collection("t")].find_one({"_id": "agg:0:k"})
+    assert doc is not None
+    assert (doc["v"], doc["ep"], doc["off"]) == ("new", 2, 5)
+
+
+async def test_tombstones_are_swept_once_the_checkpoint_passes(mongo_db: Db) -> None:
+    s = await store(mongo_db)
+    await s.prefetch("agg", ["gone", "kept"])
+    s.view("agg").delete("gone", 10)
+    s.put("agg", "kept", 1, 11)
+    await s.flush(1)
+    assert await s.sweep_tombstones(epoch=1, below=10) == 0
+    assert await s.sweep_tombstones(epoch=1, below=11) == 1
+    ids = [d["_id"] async for d in mongo_db[state_collection("t")].find({})]
+    assert ids == ["agg:0:kept"]
+
+
+async def test_checkpoint_epochs_fence_the_previous_owner(mongo_db: Db) -> None:
+    cps = Checkpoints(mongo_db, "t")
+    first = await cps.acquire("in", 0, "w1")
+    assert (first.epoch, first.offset, first.status) == (1, None, "running")
+    first = await cps.advance(first, 50)
+    second = await cps.acquire("in", 0, "w2")
+    assert (second.epoch, second.offset) == (2, 50)
+    with pytest.raises(Fenced):
+        await cps.advance(first, 99)
+    with pytest.raises(Fenced):
+        await cps.mark_failed(first, 99, "boom")
+    stored = await cps.get("in", 0)
+    assert stored is not None
+    assert (stored.offset, stored.epoch, stored.status) == (50, 2, "running")
+    assert await cps.epochs([second.id, "absent"]) == {second.id: 2}
+
+
+async def test_failed_status_survives_a_new_owner(mongo_db: Db) -> None:
+    cps = Checkpoints(mongo_db, "t")
+    cp = await cps.acquire("in", 1, "w1")
+    await cps.mark_failed(cp, 7, "RecordError: bad")
+    again = await cps.acquire("in", 1, "w2")
+    assert (again.status, again.error, again.offset) == ("failed", "RecordError: bad", 7)

@@ -1,0 +1,39 @@
+"""`tidemark validate` exit codes and output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from processor.cli import main
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "config/examples/clicks-per-user.yaml"
+
+
+def test_valid_file_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(EXAMPLE)]) == 0
+    assert "ok" in capsys.readouterr().out
+
+
+def test_invalid_file_exits_two_with_paths(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(EXAMPLE.read_text().replace("sum: amount", "summ: amount"))
+    assert main(["validate", str(bad)]) == 2
+    assert (
+        "pipeline[1].aggregate.compute.total: unknown aggregation 'summ'" in capsys.readouterr().err
+    )
+
+
+def test_bad_expression_exits_two(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(EXAMPLE.read_text().replace('"amount > 0"', '"amount.__class__"'))
+    assert main(["validate", str(bad)]) == 2
+    assert "attribute access is not allowed" in capsys.readouterr().err
+
+
+def test_missing_file_exits_two(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "/nonexistent.yaml"]) == 2
+    assert "cannot read file" in capsys.readouterr().err
