@@ -14,11 +14,13 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.database import Database
 
 from tests.support import Services, TopicFactory
 
@@ -79,9 +81,10 @@ def make_topic(admin: AdminClient, unique_name: Callable[[str], str]) -> Iterato
     """Create a topic unique to this test (`make_topic("in", partitions=4)`); deleted after."""
     created: list[str] = []
 
-    def make(base: str, partitions: int = 1) -> str:
+    def make(base: str, partitions: int = 1, config: dict[str, str] | None = None) -> str:
         name = unique_name(base)
-        admin.create_topics([NewTopic(name, partitions, 1)])[name].result(timeout=30)
+        topic = NewTopic(name, partitions, 1, config=config or {})
+        admin.create_topics([topic])[name].result(timeout=30)
         created.append(name)
         return name
 
@@ -89,6 +92,16 @@ def make_topic(admin: AdminClient, unique_name: Callable[[str], str]) -> Iterato
     if created:
         for future in admin.delete_topics(created).values():
             future.result(timeout=30)
+
+
+@pytest.fixture
+def sync_db(services: Services, unique_name: Callable[[str], str]) -> Iterator[Database[Any]]:
+    """A synchronous handle on a database unique to this test, dropped afterwards."""
+    client: MongoClient[Any] = MongoClient(services.mongo_uri, serverSelectionTimeoutMS=10_000)
+    name = unique_name("t").replace("-", "_")[:60]
+    yield client[name]
+    client.drop_database(name)
+    client.close()
 
 
 @pytest.fixture
