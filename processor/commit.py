@@ -146,9 +146,9 @@ class Committer:
         for part in fenced:
             self._worker.drop(part, "epoch moved on before commit")
         numbers = list(self._worker.parts)
-        committed = await asyncio.to_thread(self._worker.committed_offsets, numbers)
+        known = await asyncio.to_thread(self._worker.known_offsets, numbers)
         for number in numbers:
-            self._worker.seek(await self._worker.recover(number, committed[number]))
+            self._worker.seek(await self._worker.recover(number, known[number]))
         self._producer.begin_transaction()
 
 

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import orjson
 import structlog
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 from pymongo import AsyncMongoClient
 
 from config import Topology
@@ -34,6 +34,14 @@ from state import Checkpoints, PartitionStore, ensure_collections
 from state.names import state_collection
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Known:
+    """What Kafka says of a partition at assignment."""
+
+    committed: int | None
+    first_start: int
 
 
 @dataclass(slots=True)
@@ -102,8 +110,9 @@ class Worker:
             self.topology.checkpoint.max_records,
         )
         last_commit, since_commit = time.monotonic(), 0
+        batch = min(BATCH, max_records)
         while not self._stopping.is_set():
-            messages = await asyncio.to_thread(self._consumer.consume, BATCH, 0.2)
+            messages = await asyncio.to_thread(self._consumer.consume, batch, 0.2)
             if messages:
                 since_commit += await self._process(messages)
             if since_commit and (
@@ -213,7 +222,7 @@ class Worker:
         metrics.FENCED.labels(**self._labels).inc()
         log.warning("partition_dropped", partition=part.number, reason=reason)
 
-    async def recover(self, number: int, committed: int | None) -> TopicPartition:
+    async def recover(self, number: int, known: Known) -> TopicPartition:
         """Take partition `number`: new epoch, then where to start and from where to emit.
 
         W is the checkpoint in MongoDB, C the committed offset in Kafka. Reading resumes at
@@ -221,28 +230,40 @@ class Worker:
         """
         t = self.topology
         cp = await self._checkpoints.acquire(t.source.topic, number, self.owner)
+        if cp.offset is None:
+            # First owner ever: pin where processing starts, so that a crash before the first
+            # checkpoint replays from here and not from Kafka's committed offset.
+            cp = await self._checkpoints.advance(cp, known.first_start)
+        assert cp.offset is not None
         store = PartitionStore(self._state, number, t.state.cache_entries, t.state.flush_statements)
-        start = cp.offset if cp.offset is not None else committed
-        emit_from = max(x for x in (cp.offset, committed, 0) if x is not None)
-        self.parts[number] = OwnedPartition(
+        part = OwnedPartition(
             checkpoint=cp,
             store=store,
             states={op: store.view(op) for op in self.pipeline.stateful_ids},
-            emit_from=emit_from,
+            emit_from=max(cp.offset, known.committed or 0),
             failed=cp.status == "failed",
         )
-        if start is None:
-            start = OFFSET_BEGINNING if t.source.start == "earliest" else OFFSET_END
+        self.parts[number] = part
         log.info(
-            "partition_assigned", partition=number, epoch=cp.epoch, start=start, emit_from=emit_from
+            "partition_assigned",
+            partition=number,
+            epoch=cp.epoch,
+            start=cp.offset,
+            emit_from=part.emit_from,
         )
-        return TopicPartition(t.source.topic, number, start)
+        return TopicPartition(t.source.topic, number, cp.offset)
 
-    def committed_offsets(self, numbers: list[int]) -> dict[int, int | None]:
-        """Kafka's committed offsets (waits for pending transactional commits to settle)."""
-        tps = [TopicPartition(self.topology.source.topic, n) for n in numbers]
-        found = self._consumer.committed(tps, timeout=30)
-        return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in found}
+    def known_offsets(self, numbers: list[int]) -> dict[int, Known]:
+        """Kafka's view of these partitions: committed offsets (after pending transactional
+        commits settle) and where a first owner starts. Blocking: the consumer's thread."""
+        topic = self.topology.source.topic
+        found = self._consumer.committed([TopicPartition(topic, n) for n in numbers], timeout=30)
+        known = {}
+        for tp in found:
+            low, high = self._consumer.get_watermark_offsets(tp, timeout=30)
+            first = low if self.topology.source.start == "earliest" else high
+            known[tp.partition] = Known(tp.offset if tp.offset >= 0 else None, first)
+        return known
 
     def seek(self, tp: TopicPartition) -> None:
         self._consumer.seek(tp)
@@ -253,8 +274,8 @@ class Worker:
     # Rebalance callbacks: called on the consumer's thread from inside `consume`.
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        committed = self.committed_offsets([tp.partition for tp in partitions])
-        starts = [self._call(self.recover(n, c)) for n, c in committed.items()]
+        known = self.known_offsets([tp.partition for tp in partitions])
+        starts = [self._call(self.recover(n, k)) for n, k in known.items()]
         consumer.assign(starts)
         for part in self.parts.values():
             if part.failed:

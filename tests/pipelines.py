@@ -234,3 +234,22 @@ def outputs_by_key(messages: list[Any]) -> dict[str, list[dict[str, int]]]:
 
 def state_values(db: Database[Any], name: str) -> dict[str, Any]:
     return {d["k"]: d["v"] for d in db[state_collection(name)].find({"op": "agg"})}
+
+
+def assert_outputs(
+    found: dict[str, list[dict[str, int]]], expected: dict[str, list[dict[str, int]]]
+) -> None:
+    """Equal outputs, or a message naming the first key and position that differ."""
+    problems = []
+    for key in sorted(set(found) | set(expected)):
+        got, want = found.get(key, []), expected.get(key, [])
+        if got != want:
+            i = next(
+                (i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b),
+                min(len(got), len(want)),
+            )
+            problems.append(
+                f"{key}: {len(got)} outputs, {len(want)} expected; first difference at {i}: "
+                f"got {got[i : i + 3]}, expected {want[i : i + 3]}"
+            )
+    assert not problems, f"{len(problems)} keys differ:\n" + "\n".join(problems[:10])

@@ -1,0 +1,81 @@
+"""SIGKILL at every step of the commit protocol and at random moments: nothing lost or doubled."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo.database import Database
+
+from tests.pipelines import (
+    Truth,
+    WorkerProcess,
+    assert_outputs,
+    checkpoint_offsets,
+    end_offsets,
+    outputs_by_key,
+    produce_clicks,
+    read_topic,
+    state_values,
+    wait_caught_up,
+    write_topology,
+)
+from tests.support import Services, TopicFactory, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+USERS = [f"user-{i:03d}" for i in range(300)]
+CHUNK = 2000
+
+
+def progress(db: Database[Any], name: str) -> int:
+    return sum(o or 0 for o in checkpoint_offsets(db, name).values())
+
+
+def test_kill_at_each_fault_point_and_at_random(
+    services: Services, make_topic: TopicFactory, sync_db: Database[Any], tmp_path: Path
+) -> None:
+    source, sink = make_topic("clicks", partitions=4), make_topic("out", partitions=4)
+    name = f"chaos-{source[-6:]}"
+    topology = write_topology(tmp_path / "t.yaml", services, sync_db.name, name, source, sink)
+    truth, kills, seed = Truth(), 0, 0
+    rng = random.Random(7)
+
+    # Killed by its own fault point, the n-th time it reaches it (a few commits in).
+    for point in ("after_kafka_commit", "after_state_flush", "after_checkpoint"):
+        for n in (2, 3):
+            seed += 1
+            produce_clicks(services, source, truth, USERS, CHUNK, seed)
+            worker = WorkerProcess(
+                topology, tmp_path / f"{point}-{n}.log", {"TIDEMARK_FAULT": f"{point}:n={n}"}
+            )
+            assert worker.start().wait(120) == -9, worker.tail()
+            kills += 1
+
+    # Killed from outside at a random moment after it made progress.
+    for i in range(3):
+        seed += 1
+        produce_clicks(services, source, truth, USERS, CHUNK, seed)
+        before = progress(sync_db, name)
+        worker = WorkerProcess(topology, tmp_path / f"random-{i}.log").start()
+        try:
+            wait_until(lambda b=before: progress(sync_db, name) > b, 120, "the worker to commit")
+            wait_until(lambda: rng.random() < 0.05, 5, "a random moment")
+        finally:
+            worker.kill()
+        kills += 1
+
+    seed += 1
+    produce_clicks(services, source, truth, USERS, CHUNK, seed)
+    survivor = WorkerProcess(topology, tmp_path / "survivor.log").start()
+    try:
+        wait_caught_up(sync_db, name, end_offsets(services, source, 4), 180, survivor.tail())
+        assert survivor.terminate(timeout=10) == 0
+    finally:
+        survivor.stop_if_running()
+
+    assert kills >= 8
+    assert truth.count >= 20_000
+    assert_outputs(outputs_by_key(read_topic(services, sink, 4, truth.count)), truth.outputs())
+    assert state_values(sync_db, name) == truth.totals()
