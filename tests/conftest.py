@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 from pymongo import AsyncMongoClient, MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.database import Database
 
-from tests.support import Services, TopicFactory
+from tests.support import Services, Topics
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,21 +77,11 @@ def admin(services: Services) -> AdminClient:
 
 
 @pytest.fixture
-def make_topic(admin: AdminClient, unique_name: Callable[[str], str]) -> Iterator[TopicFactory]:
-    """Create a topic unique to this test (`make_topic("in", partitions=4)`); deleted after."""
-    created: list[str] = []
-
-    def make(base: str, partitions: int = 1, config: dict[str, str] | None = None) -> str:
-        name = unique_name(base)
-        topic = NewTopic(name, partitions, 1, config=config or {})
-        admin.create_topics([topic])[name].result(timeout=30)
-        created.append(name)
-        return name
-
-    yield make
-    if created:
-        for future in admin.delete_topics(created).values():
-            future.result(timeout=30)
+def make_topic(admin: AdminClient, unique_name: Callable[[str], str]) -> Iterator[Topics]:
+    """Create topics unique to this test (`make_topic("in", partitions=4)`); deleted after."""
+    topics = Topics(admin, unique_name)
+    yield topics
+    topics.delete_all()
 
 
 @pytest.fixture

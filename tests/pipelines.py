@@ -26,7 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 def write_topology(
     path: Path, services: Services, db: str, name: str, source: str, sink: str, **extra: Any
 ) -> Path:
-    """A count+sum-per-user topology tuned for fast failure detection."""
+    """A count+sum-per-user topology tuned for fast failure detection.
+
+    Its dead-letter topic is `<source>-dlq`, which the worker creates.
+    """
     doc: dict[str, Any] = {
         "name": name,
         "kafka": {
@@ -47,6 +50,7 @@ def write_topology(
         ],
         "sink": {"topic": sink},
         "checkpoint": {"interval": "300ms", "max_records": 500},
+        "errors": {"dead_letter_topic": f"{source}-dlq"},
         **extra,
     }
     path.write_text(yaml.safe_dump(doc, sort_keys=False))

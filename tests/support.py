@@ -7,6 +7,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+
 
 @dataclass(frozen=True)
 class Services:
@@ -16,7 +19,33 @@ class Services:
     mongo_uri: str
 
 
-TopicFactory = Callable[..., str]
+class Topics:
+    """Topics a test created or that its workers created for it; all deleted at the end."""
+
+    def __init__(self, admin: AdminClient, unique_name: Callable[[str], str]) -> None:
+        self._admin = admin
+        self._unique = unique_name
+        self._names: list[str] = []
+
+    def __call__(self, base: str, partitions: int = 1, config: dict[str, str] | None = None) -> str:
+        name = self._unique(base)
+        topic = NewTopic(name, partitions, 1, config=config or {})
+        self._admin.create_topics([topic])[name].result(timeout=30)
+        self._names.append(name)
+        return name
+
+    def adopt(self, name: str) -> None:
+        """Delete `name` at the end too (a dead-letter topic a worker created)."""
+        self._names.append(name)
+
+    def delete_all(self) -> None:
+        existing = self._admin.list_topics(timeout=10).topics
+        names = [n for n in self._names if n in existing]
+        for future in self._admin.delete_topics(names).values() if names else []:
+            future.result(timeout=30)
+
+
+TopicFactory = Topics
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:

@@ -37,6 +37,7 @@ def test_kill_at_each_fault_point_and_at_random(
     services: Services, make_topic: TopicFactory, sync_db: Database[Any], tmp_path: Path
 ) -> None:
     source, sink = make_topic("clicks", partitions=4), make_topic("out", partitions=4)
+    make_topic.adopt(f"{source}-dlq")
     name = f"chaos-{source[-6:]}"
     topology = write_topology(tmp_path / "t.yaml", services, sync_db.name, name, source, sink)
     truth, kills, seed = Truth(), 0, 0

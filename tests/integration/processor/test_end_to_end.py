@@ -30,6 +30,7 @@ def test_counts_exact_across_joins_and_leaves(
     services: Services, make_topic: TopicFactory, sync_db: Database[Any], tmp_path: Path
 ) -> None:
     source, sink = make_topic("clicks", partitions=4), make_topic("out", partitions=4)
+    make_topic.adopt(f"{source}-dlq")
     name = f"e2e-{source[-6:]}"
     topology = write_topology(tmp_path / "t.yaml", services, sync_db.name, name, source, sink)
     workers = [WorkerProcess(topology, tmp_path / f"w{i}.log") for i in range(3)]

@@ -1,0 +1,104 @@
+"""Poison records go to dead letters and nothing stops; a fenced owner stops its partition."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from pymongo.database import Database
+
+from state.names import CHECKPOINTS, state_collection
+from tests.pipelines import (
+    Truth,
+    WorkerProcess,
+    assert_outputs,
+    checkpoint_offsets,
+    end_offsets,
+    outputs_by_key,
+    produce,
+    produce_clicks,
+    read_topic,
+    state_values,
+    wait_caught_up,
+    write_topology,
+)
+from tests.support import Services, TopicFactory, wait_until
+
+pytestmark = pytest.mark.integration
+USERS = [f"u{i}" for i in range(20)]
+
+
+def test_bad_records_are_dead_lettered_with_reasons(
+    services: Services, make_topic: TopicFactory, sync_db: Database[Any], tmp_path: Path
+) -> None:
+    source = make_topic("clicks", partitions=2, config={"max.message.bytes": "3000000"})
+    sink = make_topic("out", partitions=2)
+    make_topic.adopt(f"{source}-dlq")
+    name = f"bad-{source[-6:]}"
+    topology = write_topology(tmp_path / "t.yaml", services, sync_db.name, name, source, sink)
+    truth = Truth()
+    bad = [
+        (b"k1", b"{not json", "malformed JSON"),
+        (b"k2", orjson.dumps({"amount": 5}), "field 'user' is missing"),
+        (b"k3", orjson.dumps({"user": "u1", "amount": "abc"}), "must be a number"),
+        (b"k4", orjson.dumps({"user": "u2", "pad": "x" * 2_000_000}), "exceeds max_record_bytes"),
+        (b"k5", b"", "empty value"),
+    ]
+    worker = WorkerProcess(topology, tmp_path / "w.log").start()
+    try:
+        produce_clicks(services, source, truth, USERS, 300, seed=1)
+        produce(services, source, [(k, v) for k, v, _ in bad])
+        produce_clicks(services, source, truth, USERS, 300, seed=2)
+        wait_caught_up(sync_db, name, end_offsets(services, source, 2), 60, worker.tail())
+        assert worker.proc is not None and worker.proc.poll() is None, "the worker stopped"
+    finally:
+        worker.stop_if_running()
+
+    letters = read_topic(services, f"{source}-dlq", 2, len(bad))
+    by_key = {m.key(): m for m in letters}
+    assert sorted(by_key) == [k for k, _, _ in bad]
+    for key, value, reason in bad:
+        headers = {k: v.decode() for k, v in by_key[key].headers()}
+        assert reason in headers["tidemark.error.message"], headers
+        assert headers["tidemark.error.class"] == "RecordError"
+        assert headers["tidemark.source.topic"] == source
+        assert int(headers["tidemark.source.offset"]) >= 0
+        if len(value) < 500_000:
+            assert (by_key[key].value() or b"") == value
+    assert_outputs(outputs_by_key(read_topic(services, sink, 2, truth.count)), truth.outputs())
+    assert state_values(sync_db, name) == truth.totals()
+
+
+def test_fenced_owner_stops_processing_that_partition_only(
+    services: Services, make_topic: TopicFactory, sync_db: Database[Any], tmp_path: Path
+) -> None:
+    source, sink = make_topic("clicks", partitions=2), make_topic("out", partitions=2)
+    make_topic.adopt(f"{source}-dlq")
+    name = f"zombie-{source[-6:]}"
+    topology = write_topology(tmp_path / "t.yaml", services, sync_db.name, name, source, sink)
+    truth = Truth()
+    worker = WorkerProcess(topology, tmp_path / "w.log").start()
+    try:
+        produce_clicks(services, source, truth, USERS, 400, seed=1)
+        wait_caught_up(sync_db, name, end_offsets(services, source, 2), 60, worker.tail())
+        # A newer owner takes partition 0, as a replay or a new group member would.
+        sync_db[CHECKPOINTS].update_one(
+            {"topology": name, "partition": 0}, {"$inc": {"epoch": 1}, "$set": {"owner": "newer"}}
+        )
+        frozen = list(sync_db[state_collection(name)].find({"p": 0}).sort("_id"))
+        produce_clicks(services, source, truth, USERS, 400, seed=2)
+        worker.wait_for_log('"partition_dropped"', 60)
+        ends = end_offsets(services, source, 2)
+        wait_until(
+            lambda: (checkpoint_offsets(sync_db, name).get(1) or 0) >= ends[1],
+            60,
+            "partition 1 to keep going",
+        )
+        assert worker.proc is not None and worker.proc.poll() is None
+    finally:
+        worker.stop_if_running()
+
+    assert list(sync_db[state_collection(name)].find({"p": 0}).sort("_id")) == frozen
+    assert (checkpoint_offsets(sync_db, name)[0] or 0) < ends[0]
