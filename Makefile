@@ -8,14 +8,13 @@ BIN := $(VENV)/bin
 PACKAGES := config operators state processor
 PYTEST_ARGS ?=
 
-.PHONY: help venv services services-down services-reset lint typecheck test unit demo bench clean
+.PHONY: help venv services services-down services-reset lint typecheck test unit demo clean
 
 help:
 	@echo "make demo            run the example topology on the local stack"
 	@echo "make test            lint, type-check and run every test (installs what it needs)"
 	@echo "make services        start Kafka and FerretDB on loopback (idempotent)"
 	@echo "make services-down   stop them; make services-reset also wipes their data"
-	@echo "make bench           run the benchmarks (not part of make test)"
 
 venv: $(VENV)/.installed
 
@@ -48,10 +47,7 @@ test: lint typecheck services
 	set -a; source .devstack/env; set +a; $(BIN)/pytest $(PYTEST_ARGS)
 
 demo: services
-	set -a; source .devstack/env; set +a; $(BIN)/python -m processor.demo config/examples/clicks-per-user.yaml
-
-bench: services
-	set -a; source .devstack/env; set +a; $(BIN)/python -m bench.run
+	set -a; source .devstack/env; set +a; $(BIN)/tidemark demo config/examples/clicks-per-user.yaml
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

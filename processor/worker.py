@@ -78,9 +78,9 @@ class Worker:
         t = self.topology
         self._loop = asyncio.get_running_loop()
         counts = await asyncio.to_thread(kafka.check_topics, t)
-        self._sink_partition = (
-            bool(t.sink) and counts.get(t.sink.topic if t.sink else "") == counts[t.source.topic]
-        )
+        # Outputs keep their input's partition number when the sink is partitioned alike.
+        sink_partitions = counts.get(t.sink.topic) if t.sink else None
+        self._sink_partition = sink_partitions == counts[t.source.topic]
         mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(t.mongo.uri, appname=self.owner)
         try:
             db = mongo[t.mongo.database]
