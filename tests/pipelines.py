@@ -10,7 +10,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import yaml
@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from pymongo.database import Database
 
 from state.names import CHECKPOINTS, state_collection
-from tests.support import Services, wait_until
+from tests.support import Services, Topics, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -55,6 +55,30 @@ def write_topology(
     }
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+class Counting(NamedTuple):
+    source: str
+    sink: str
+    name: str
+    topology: Path
+
+
+def counting_pipeline(
+    make_topic: Topics,
+    services: Services,
+    db: str,
+    tmp_path: Path,
+    partitions: int,
+    source_config: dict[str, str] | None = None,
+) -> Counting:
+    """Source and sink topics unique to the test and a counting topology over them."""
+    source = make_topic("clicks", partitions, source_config)
+    sink = make_topic("out", partitions)
+    make_topic.adopt(f"{source}-dlq")
+    name = f"t-{source[-6:]}"
+    topology = write_topology(tmp_path / "t.yaml", services, db, name, source, sink)
+    return Counting(source, sink, name, topology)
 
 
 @dataclass

@@ -14,13 +14,13 @@ from tests.pipelines import (
     WorkerProcess,
     assert_outputs,
     checkpoint_offsets,
+    counting_pipeline,
     end_offsets,
     outputs_by_key,
     produce_clicks,
     read_topic,
     state_values,
     wait_caught_up,
-    write_topology,
 )
 from tests.support import Services, TopicFactory, wait_until
 
@@ -36,10 +36,9 @@ def progress(db: Database[Any], name: str) -> int:
 def test_kill_at_each_fault_point_and_at_random(
     services: Services, make_topic: TopicFactory, sync_db: Database[Any], tmp_path: Path
 ) -> None:
-    source, sink = make_topic("clicks", partitions=4), make_topic("out", partitions=4)
-    make_topic.adopt(f"{source}-dlq")
-    name = f"chaos-{source[-6:]}"
-    topology = write_topology(tmp_path / "t.yaml", services, sync_db.name, name, source, sink)
+    source, sink, name, topology = counting_pipeline(
+        make_topic, services, sync_db.name, tmp_path, 4
+    )
     truth, kills, seed = Truth(), 0, 0
     rng = random.Random(7)
 

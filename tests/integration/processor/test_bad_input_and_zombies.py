@@ -15,6 +15,7 @@ from tests.pipelines import (
     WorkerProcess,
     assert_outputs,
     checkpoint_offsets,
+    counting_pipeline,
     end_offsets,
     outputs_by_key,
     produce,
@@ -22,7 +23,6 @@ from tests.pipelines import (
     read_topic,
     state_values,
     wait_caught_up,
-    write_topology,
 )
 from tests.support import Services, TopicFactory, wait_until
 
@@ -33,11 +33,9 @@ USERS = [f"u{i}" for i in range(20)]
 def test_bad_records_are_dead_lettered_with_reasons(
     services: Services, make_topic: TopicFactory, sync_db: Database[Any], tmp_path: Path
 ) -> None:
-    source = make_topic("clicks", partitions=2, config={"max.message.bytes": "3000000"})
-    sink = make_topic("out", partitions=2)
-    make_topic.adopt(f"{source}-dlq")
-    name = f"bad-{source[-6:]}"
-    topology = write_topology(tmp_path / "t.yaml", services, sync_db.name, name, source, sink)
+    source, sink, name, topology = counting_pipeline(
+        make_topic, services, sync_db.name, tmp_path, 2, {"max.message.bytes": "3000000"}
+    )
     truth = Truth()
     bad = [
         (b"k1", b"{not json", "malformed JSON"),
@@ -74,10 +72,7 @@ def test_bad_records_are_dead_lettered_with_reasons(
 def test_fenced_owner_stops_processing_that_partition_only(
     services: Services, make_topic: TopicFactory, sync_db: Database[Any], tmp_path: Path
 ) -> None:
-    source, sink = make_topic("clicks", partitions=2), make_topic("out", partitions=2)
-    make_topic.adopt(f"{source}-dlq")
-    name = f"zombie-{source[-6:]}"
-    topology = write_topology(tmp_path / "t.yaml", services, sync_db.name, name, source, sink)
+    source, _, name, topology = counting_pipeline(make_topic, services, sync_db.name, tmp_path, 2)
     truth = Truth()
     worker = WorkerProcess(topology, tmp_path / "w.log").start()
     try:

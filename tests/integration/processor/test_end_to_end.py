@@ -12,6 +12,7 @@ from tests.pipelines import (
     Truth,
     WorkerProcess,
     assert_outputs,
+    counting_pipeline,
     end_offsets,
     outputs_by_key,
     produce_clicks,
@@ -29,10 +30,9 @@ USERS = [f"u{i:03d}" for i in range(60)]
 def test_counts_exact_across_joins_and_leaves(
     services: Services, make_topic: TopicFactory, sync_db: Database[Any], tmp_path: Path
 ) -> None:
-    source, sink = make_topic("clicks", partitions=4), make_topic("out", partitions=4)
-    make_topic.adopt(f"{source}-dlq")
-    name = f"e2e-{source[-6:]}"
-    topology = write_topology(tmp_path / "t.yaml", services, sync_db.name, name, source, sink)
+    source, sink, name, topology = counting_pipeline(
+        make_topic, services, sync_db.name, tmp_path, 4
+    )
     workers = [WorkerProcess(topology, tmp_path / f"w{i}.log") for i in range(3)]
     logs = lambda: "\n".join(f"--- {w.log.name}\n{w.tail()}" for w in workers if w.proc)  # noqa: E731
     truth = Truth()
