@@ -3,7 +3,8 @@
 Order of one commit (docs/ARCHITECTURE.md says why each crash point is safe):
 
 0. Check that every owned partition's epoch is still ours (one query). If a newer owner
-   took one, abort the transaction, drop that partition and rewind the others.
+   took one, drop that partition, abort the transaction and let the caller rewind the
+   others to their checkpoints.
 a. Send the consumer offsets into the open transaction and commit it: outputs, dead
    letters and input progress become visible together.
 b. Flush each partition's dirty state, every statement conditional on its epoch.
@@ -67,17 +68,26 @@ class Committer:
             except BufferError:
                 self._producer.poll(0.1)
 
-    async def commit(self) -> None:
+    async def commit(self, group_metadata: object) -> bool:
+        """Run the protocol over every partition with progress; False if it aborted instead.
+
+        After an abort the caller rewinds its partitions to their checkpoints. The group
+        metadata comes from the caller because the consumer may only be called from the
+        thread inside `consume` while a rebalance callback runs.
+        """
         parts = [p for p in self._worker.parts.values() if _pending(p)]
         if not parts:
-            return
+            return True
         started = time.perf_counter()
         fenced = await self._fenced(parts)
         if fenced:
-            await self._abort_and_rewind(fenced)
-            return
-        if not await self._commit_kafka(parts):
-            return
+            for part in fenced:
+                self._worker.drop(part, "epoch moved on before commit")
+            await self.abort()
+            return False
+        if not await self._commit_kafka(parts, group_metadata):
+            await self.abort()
+            return False
         faults.point("after_kafka_commit")
         await asyncio.gather(*(self._flush(p) for p in parts))
         faults.point("after_state_flush")
@@ -88,9 +98,10 @@ class Committer:
         metrics.COMMIT_SECONDS.labels(topology=self._worker.topology.name).observe(
             time.perf_counter() - started
         )
+        return True
 
     async def abort(self) -> None:
-        """Abort the open transaction and start a new one (partitions were lost)."""
+        """Abort the open transaction and begin the next one."""
         await asyncio.to_thread(self._producer.abort_transaction, TIMEOUT)
         self._producer.begin_transaction()
 
@@ -98,18 +109,19 @@ class Committer:
         current = await self._checkpoints.epochs([p.checkpoint.id for p in parts])
         return [p for p in parts if current.get(p.checkpoint.id) != p.checkpoint.epoch]
 
-    async def _commit_kafka(self, parts: list[OwnedPartition]) -> bool:
+    async def _commit_kafka(self, parts: list[OwnedPartition], group_metadata: object) -> bool:
         topic = self._worker.topology.source.topic
+        # While replaying [W, C) the position is below C: Kafka's committed offset must not
+        # move back, or outputs of [position, C) would be emitted again after a crash.
         offsets = [
-            TopicPartition(topic, p.number, p.next_offset)
+            TopicPartition(topic, p.number, max(p.next_offset, p.emit_from))
             for p in parts
             if p.next_offset is not None
         ]
         try:
             if offsets:
-                metadata = self._worker.consumer_group_metadata()
                 await asyncio.to_thread(
-                    self._producer.send_offsets_to_transaction, offsets, metadata, TIMEOUT
+                    self._producer.send_offsets_to_transaction, offsets, group_metadata, TIMEOUT
                 )
             await asyncio.to_thread(self._producer.commit_transaction, TIMEOUT)
         except KafkaException as exc:
@@ -117,7 +129,6 @@ class Committer:
             if not error.txn_requires_abort():
                 raise
             log.warning("kafka_commit_aborted", error=str(error))
-            await self._abort_and_rewind([])
             return False
         return True
 
@@ -139,17 +150,6 @@ class Committer:
                 part.checkpoint = await self._checkpoints.advance(part.checkpoint, part.next_offset)
         except Fenced as exc:
             self._worker.drop(part, str(exc))
-
-    async def _abort_and_rewind(self, fenced: list[OwnedPartition]) -> None:
-        """Throw away the open transaction and everything in memory it covered."""
-        await asyncio.to_thread(self._producer.abort_transaction, TIMEOUT)
-        for part in fenced:
-            self._worker.drop(part, "epoch moved on before commit")
-        numbers = list(self._worker.parts)
-        known = await asyncio.to_thread(self._worker.known_offsets, numbers)
-        for number in numbers:
-            self._worker.seek(await self._worker.recover(number, known[number]))
-        self._producer.begin_transaction()
 
 
 def _pending(part: OwnedPartition) -> bool:

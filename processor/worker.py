@@ -69,6 +69,7 @@ class Worker:
         self._decoder = Decoder(topology.source)
         self._stopping = asyncio.Event()
         self._labels = {"topology": topology.name}
+        self._to_pause: set[int] = set()
 
     def stop(self) -> None:
         """Finish the batch in hand, commit, leave the group."""
@@ -115,13 +116,25 @@ class Worker:
             messages = await asyncio.to_thread(self._consumer.consume, batch, 0.2)
             if messages:
                 since_commit += await self._process(messages)
+            self._apply_pauses()
             if since_commit and (
                 since_commit >= max_records or time.monotonic() - last_commit >= interval
             ):
-                await self.committer.commit()
+                await self._commit()
                 last_commit, since_commit = time.monotonic(), 0
         if since_commit:
-            await self.committer.commit()
+            await self._commit()
+
+    async def _commit(self) -> None:
+        if not await self.committer.commit(self._consumer.consumer_group_metadata()):
+            await self._rewind()
+
+    async def _rewind(self) -> None:
+        """After an aborted transaction: start every partition again from its checkpoint."""
+        numbers = list(self.parts)
+        known = await asyncio.to_thread(self.known_offsets, numbers)
+        for number in numbers:
+            self._consumer.seek(await self.recover(number, known[number]))
 
     # -- processing ---------------------------------------------------------------------
 
@@ -212,7 +225,14 @@ class Worker:
     # -- ownership ----------------------------------------------------------------------
 
     def pause(self, number: int) -> None:
-        self._consumer.pause([TopicPartition(self.topology.source.topic, number)])
+        """Pause a partition at the next turn of the loop, outside any rebalance callback."""
+        self._to_pause.add(number)
+
+    def _apply_pauses(self) -> None:
+        if self._to_pause:
+            topic = self.topology.source.topic
+            self._consumer.pause([TopicPartition(topic, n) for n in self._to_pause])
+            self._to_pause.clear()
 
     def drop(self, part: OwnedPartition, reason: str) -> None:
         """Stop processing a partition another owner fenced us out of."""
@@ -265,24 +285,19 @@ class Worker:
             known[tp.partition] = Known(tp.offset if tp.offset >= 0 else None, first)
         return known
 
-    def seek(self, tp: TopicPartition) -> None:
-        self._consumer.seek(tp)
-
-    def consumer_group_metadata(self) -> object:
-        return self._consumer.consumer_group_metadata()
-
     # Rebalance callbacks: called on the consumer's thread from inside `consume`.
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         known = self.known_offsets([tp.partition for tp in partitions])
         starts = [self._call(self.recover(n, k)) for n, k in known.items()]
         consumer.assign(starts)
-        for part in self.parts.values():
-            if part.failed:
-                self.pause(part.number)
+        failed = [tp for tp in starts if self.parts[tp.partition].failed]
+        if failed:
+            consumer.pause(failed)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._call(self.committer.commit())
+        # Whether it commits or aborts, these partitions are given up: nothing to rewind.
+        self._call(self.committer.commit(consumer.consumer_group_metadata()))
         self._forget_all()
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -71,13 +71,14 @@ def counting_pipeline(
     tmp_path: Path,
     partitions: int,
     source_config: dict[str, str] | None = None,
+    **extra: Any,
 ) -> Counting:
     """Source and sink topics unique to the test and a counting topology over them."""
     source = make_topic("clicks", partitions, source_config)
     sink = make_topic("out", partitions)
     make_topic.adopt(f"{source}-dlq")
     name = f"t-{source[-6:]}"
-    topology = write_topology(tmp_path / "t.yaml", services, db, name, source, sink)
+    topology = write_topology(tmp_path / "t.yaml", services, db, name, source, sink, **extra)
     return Counting(source, sink, name, topology)
 
 
@@ -166,20 +167,29 @@ class Truth:
 
 
 def produce(
-    services: Services, topic: str, records: list[tuple[bytes | None, bytes | None]]
+    services: Services,
+    topic: str,
+    records: list[tuple[bytes | None, bytes | None]],
+    partition: int = -1,
 ) -> None:
     """Produce raw records keyed as given (same key, same partition) and wait for delivery."""
     producer = Producer(
         {"bootstrap.servers": services.kafka, "linger.ms": 10, "message.max.bytes": 4_000_000}
     )
     for key, value in records:
-        producer.produce(topic, value, key)
+        producer.produce(topic, value, key, partition=partition)
         producer.poll(0)
     assert producer.flush(30) == 0, "records not delivered"
 
 
 def produce_clicks(
-    services: Services, topic: str, truth: Truth, users: list[str], n: int, seed: int
+    services: Services,
+    topic: str,
+    truth: Truth,
+    users: list[str],
+    n: int,
+    seed: int,
+    partition: int = -1,
 ) -> None:
     """`n` clicks with small integer amounts over `users`, recorded in `truth`."""
     records = []
@@ -188,7 +198,7 @@ def produce_clicks(
         amount = (i + seed) % 10 + 1
         truth.add(user, amount)
         records.append((user.encode(), orjson.dumps({"user": user, "amount": amount})))
-    produce(services, topic, records)
+    produce(services, topic, records, partition)
 
 
 def end_offsets(services: Services, topic: str, partitions: int) -> dict[int, int]:

@@ -97,3 +97,42 @@ def test_fenced_owner_stops_processing_that_partition_only(
 
     assert list(sync_db[state_collection(name)].find({"p": 0}).sort("_id")) == frozen
     assert (checkpoint_offsets(sync_db, name)[0] or 0) < ends[0]
+
+
+def test_poison_loop_fails_one_partition_and_the_others_go_on(
+    services: Services, make_topic: TopicFactory, sync_db: Database[Any], tmp_path: Path
+) -> None:
+    source, _, name, topology = counting_pipeline(
+        make_topic,
+        services,
+        sync_db.name,
+        tmp_path,
+        2,
+        errors={"max_consecutive_failures": 3, "dead_letter_topic": "unused"},
+    )
+    make_topic.adopt("unused")
+    truth = Truth()
+    worker = WorkerProcess(topology, tmp_path / "w.log").start()
+    try:
+        # Same Kafka key, same partition: five poison records in a row there.
+        produce(services, source, [(b"poison", b"{oops")] * 5)
+        worker.wait_for_log('"partition_failed"', 60)
+        query = {"topology": name, "status": "failed"}
+        wait_until(
+            lambda: sync_db[CHECKPOINTS].find_one(query) is not None, 30, "a failed checkpoint"
+        )
+        failed = sync_db[CHECKPOINTS].find_one(query)
+        assert failed is not None
+        assert "malformed JSON" in failed["error"]
+        healthy = 1 - failed["partition"]
+        produce_clicks(services, source, truth, USERS, 50, seed=1, partition=healthy)
+        ends = end_offsets(services, source, 2)
+        wait_until(
+            lambda: (checkpoint_offsets(sync_db, name).get(healthy) or 0) >= ends[healthy],
+            60,
+            "the healthy partition to keep going",
+        )
+        assert worker.proc is not None and worker.proc.poll() is None
+    finally:
+        worker.stop_if_running()
+    assert state_values(sync_db, name) == truth.totals()
