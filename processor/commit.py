@@ -148,6 +148,8 @@ class Committer:
                 )
             else:
                 part.checkpoint = await self._checkpoints.advance(part.checkpoint, part.next_offset)
+            if part.store.tombstones:
+                await part.store.sweep_tombstones(part.checkpoint.epoch, part.next_offset)
         except Fenced as exc:
             self._worker.drop(part, str(exc))
 

@@ -41,6 +41,7 @@ class PartitionStore:
         # OrderedDict as LRU: move_to_end and popitem are C, cheaper per event than a library.
         self._cache: OrderedDict[str, Stamped] = OrderedDict()
         self._dirty: dict[str, tuple[str, str, Stamped]] = {}
+        self.tombstones = 0  # deletes flushed and not yet swept
 
     def view(self, op: str) -> OperatorState:
         """The `State` of operator `op` in this partition."""
@@ -127,6 +128,7 @@ class PartitionStore:
         for start in range(0, len(statements), self._chunk):
             await self._send(statements[start : start + self._chunk], epoch)
         written = len(self._dirty)
+        self.tombstones += sum(1 for _, _, stamped in self._dirty.values() if stamped.value is None)
         self._dirty.clear()
         return written
 
@@ -147,6 +149,7 @@ class PartitionStore:
         """Remove deletes the checkpoint has passed: recovery never replays below it."""
         flt = {"p": self.partition, "del": True, "off": {"$lt": below}, "ep": {"$lte": epoch}}
         result = await with_retry(lambda: self._coll.delete_many(flt))
+        self.tombstones = 0
         return result.deleted_count
 
     def _trim(self) -> None:

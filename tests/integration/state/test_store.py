@@ -86,6 +86,7 @@ async def test_tombstones_are_swept_once_the_checkpoint_passes(mongo_db: Db) -> 
     s.view("agg").delete("gone", 10)
     s.put("agg", "kept", 1, 11)
     await s.flush(1)
+    assert s.tombstones == 1
     assert await s.sweep_tombstones(epoch=1, below=10) == 0
     assert await s.sweep_tombstones(epoch=1, below=11) == 1
     ids = [d["_id"] async for d in mongo_db[state_collection("t")].find({})]
