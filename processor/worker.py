@@ -308,6 +308,7 @@ class Worker:
         for part in self.parts.values():
             part.store.forget()
         self.parts.clear()
+        self._to_pause.clear()
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
