@@ -73,9 +73,12 @@ def test_group_splits_partitions_and_rebalances_when_a_member_leaves(
         c.poll(0.2)
         return {tp.partition for tp in c.assignment()}
 
-    wait_until(
-        lambda: len(owned(a)) == 2 and len(owned(b)) == 2, 60, "both members owning 2 partitions"
-    )
+    def split() -> bool:
+        # Poll both every time: a member that is not polled cannot finish joining.
+        mine, theirs = owned(a), owned(b)
+        return len(mine) == 2 and len(theirs) == 2
+
+    wait_until(split, 60, "both members owning 2 partitions")
     assert owned(a) | owned(b) == {0, 1, 2, 3}
     assert not owned(a) & owned(b)
 
