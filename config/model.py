@@ -49,8 +49,12 @@ class Sink(Strict):
 
 
 class Checkpoint(Strict):
-    interval: Duration = 1.0
+    interval: Duration = Field(1.0, description="Kafka transaction commit: output latency")
     max_records: int = Field(10_000, gt=0, description="commit after this many records too")
+    state_interval: Duration = Field(
+        5.0, description="flush state and move the MongoDB checkpoint this often; bounds replay"
+    )
+    max_dirty_keys: int = Field(100_000, gt=0, description="flush state early past this many")
 
 
 class StateConfig(Strict):

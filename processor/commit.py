@@ -41,6 +41,7 @@ class Committer:
         self._worker = worker
         self._producer = producer
         self._checkpoints = checkpoints
+        self._last_state = time.monotonic()
 
     async def start(self) -> None:
         await asyncio.to_thread(self._producer.init_transactions, TIMEOUT)
@@ -69,6 +70,19 @@ class Committer:
                 self._producer.poll(0.1)
 
     async def commit(self, group_metadata: object) -> bool:
+        """Commit Kafka; flush state and checkpoints too when their interval is due.
+
+        Between state checkpoints W lags C, which is the state "after step a" that recovery
+        already handles; the lag coalesces more writes per key and bounds what a recovery
+        replays to `checkpoint.state_interval`.
+        """
+        return await self._commit(group_metadata, self._state_due())
+
+    async def commit_all(self, group_metadata: object) -> bool:
+        """Commit Kafka, state and checkpoints (before giving partitions up)."""
+        return await self._commit(group_metadata, True)
+
+    async def _commit(self, group_metadata: object, with_state: bool) -> bool:
         """Run the protocol over every partition with progress; False if it aborted instead.
 
         After an abort the caller rewinds its partitions to their checkpoints. The group
@@ -89,16 +103,35 @@ class Committer:
             await self.abort()
             return False
         faults.point("after_kafka_commit")
-        await asyncio.gather(*(self._flush(p) for p in parts))
-        faults.point("after_state_flush")
-        await asyncio.gather(*(self._advance(p) for p in parts if p.number in self._worker.parts))
-        faults.point("after_checkpoint")
+        if with_state:
+            await asyncio.gather(*(self._flush(p) for p in parts))
+            faults.point("after_state_flush")
+            await asyncio.gather(
+                *(self._advance(p) for p in parts if p.number in self._worker.parts)
+            )
+            faults.point("after_checkpoint")
+            self._last_state = time.monotonic()
         self._producer.begin_transaction()
         metrics.COMMITS.labels(topology=self._worker.topology.name).inc()
         metrics.COMMIT_SECONDS.labels(topology=self._worker.topology.name).observe(
             time.perf_counter() - started
         )
         return True
+
+    def state_overdue(self) -> bool:
+        """State waits to be flushed and its interval has passed (even with no new records)."""
+        return self._state_due() and any(_pending(p) for p in self._worker.parts.values())
+
+    def _state_due(self) -> bool:
+        checkpoint = self._worker.topology.checkpoint
+        dirty = sum(p.store.dirty_count for p in self._worker.parts.values())
+        return (
+            time.monotonic() - self._last_state >= checkpoint.state_interval
+            or dirty >= checkpoint.max_dirty_keys
+            or any(
+                p.failed and p.checkpoint.status != "failed" for p in self._worker.parts.values()
+            )
+        )
 
     async def abort(self) -> None:
         """Abort the open transaction and begin the next one."""
@@ -155,7 +188,7 @@ class Committer:
 
 
 def _pending(part: OwnedPartition) -> bool:
-    """Whether the partition has progress or a failure not yet committed."""
+    """Whether the partition has progress or a failure not yet checkpointed."""
     return part.next_offset is not None and (
         part.next_offset != part.checkpoint.offset
         or (part.failed and part.checkpoint.status != "failed")

@@ -14,7 +14,7 @@ import os
 import socket
 import time
 from collections import defaultdict
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -117,16 +117,16 @@ class Worker:
             if messages:
                 since_commit += await self._process(messages)
             self._apply_pauses()
-            if since_commit and (
-                since_commit >= max_records or time.monotonic() - last_commit >= interval
-            ):
-                await self._commit()
+            if (
+                since_commit
+                and (since_commit >= max_records or time.monotonic() - last_commit >= interval)
+            ) or self.committer.state_overdue():
+                await self._commit(self.committer.commit)
                 last_commit, since_commit = time.monotonic(), 0
-        if since_commit:
-            await self._commit()
+        await self._commit(self.committer.commit_all)
 
-    async def _commit(self) -> None:
-        if not await self.committer.commit(self._consumer.consumer_group_metadata()):
+    async def _commit(self, commit: Callable[[object], Awaitable[bool]]) -> None:
+        if not await commit(self._consumer.consumer_group_metadata()):
             await self._rewind()
 
     async def _rewind(self) -> None:
@@ -297,7 +297,7 @@ class Worker:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Whether it commits or aborts, these partitions are given up: nothing to rewind.
-        self._call(self.committer.commit(consumer.consumer_group_metadata()))
+        self._call(self.committer.commit_all(consumer.consumer_group_metadata()))
         self._forget_all()
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

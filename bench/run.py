@@ -1,0 +1,249 @@
+"""`make bench`: the same workload through every contender, interleaved, checked, reported.
+
+Each run of a contender gets its own sink topic and consumer group over one shared input
+topic. Time runs from the first output's create time (the first record consumed, plus one
+record's processing) to the moment the harness has read the last output with
+`read_committed`. A contender whose final per-key values differ from the truth is marked
+wrong and its speed does not count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import orjson
+import yaml
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+from pymongo import MongoClient
+
+from bench.workload import Truth, produce_workload
+
+ROOT = Path(__file__).resolve().parent.parent
+QUIX_PYTHON = ROOT / "bench/.venv-quix/bin/python"
+RESULTS = ROOT / "bench/results"
+CONTENDERS = ("ceiling", "tidemark", "quixstreams")
+PARTITIONS = 4
+
+
+@dataclass
+class Result:
+    contender: str
+    run: int
+    events: int
+    seconds: float
+    events_per_s: float
+    correct: bool
+    peak_rss_mb: float
+    note: str = ""
+
+
+def create_topics(bootstrap: str, names: list[str]) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    futures = admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in names])
+    for future in futures.values():
+        future.result(timeout=30)
+
+
+def command(
+    contender: str,
+    env: dict[str, str],
+    source: str,
+    sink: str,
+    group: str,
+    events: int,
+    workdir: Path,
+) -> list[str]:
+    bootstrap = env["KAFKA_BOOTSTRAP_SERVERS"]
+    if contender == "ceiling":
+        return [
+            sys.executable,
+            str(ROOT / "bench/ceiling.py"),
+            bootstrap,
+            source,
+            sink,
+            group,
+            str(events),
+        ]
+    if contender == "quixstreams":
+        return [
+            str(QUIX_PYTHON),
+            str(ROOT / "bench/quix_app.py"),
+            bootstrap,
+            source,
+            sink,
+            group,
+            str(workdir / "quix-state"),
+        ]
+    topology = {
+        "name": group,
+        "kafka": {"bootstrap_servers": bootstrap},
+        "mongo": {"uri": env["MONGO_URI"], "database": "bench"},
+        "source": {"topic": source, "key": "user_id"},
+        "pipeline": [
+            {
+                "aggregate": {
+                    "id": "per_user",
+                    "key": "user_id",
+                    "compute": {"count": "count", "total": {"sum": "amount"}},
+                }
+            }
+        ],
+        "sink": {"topic": sink},
+        "checkpoint": {"interval": "1s"},
+    }
+    path = workdir / "topology.yaml"
+    path.write_text(yaml.safe_dump(topology))
+    return [sys.executable, "-m", "processor.cli", "run", str(path)]
+
+
+def peak_rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def read_outputs(
+    bootstrap: str, sink: str, events: int, proc: subprocess.Popen[bytes], timeout: float
+) -> tuple[float, float, dict[str, list[int]], float]:
+    """Read `events` committed outputs: (first create time, end time, last value per key, rss)."""
+    reader = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-reader-{uuid.uuid4()}",
+            "isolation.level": "read_committed",
+            "enable.auto.commit": False,
+        }
+    )
+    reader.assign([TopicPartition(sink, p, 0) for p in range(PARTITIONS)])
+    last: dict[str, list[int]] = {}
+    first_ts, seen, rss = float("inf"), 0, 0.0
+    deadline = time.monotonic() + timeout
+    try:
+        while seen < events:
+            if time.monotonic() > deadline or proc.poll() not in (None, 0):
+                raise TimeoutError(f"{seen} of {events} outputs (exit code {proc.poll()})")
+            for msg in reader.consume(5000, 0.5):
+                if msg.error():
+                    continue
+                seen += 1
+                first_ts = min(first_ts, msg.timestamp()[1] / 1000)
+                value = orjson.loads(msg.value())
+                last[msg.key().decode()] = [value["count"], value["total"]]
+            rss = max(rss, peak_rss_mb(proc.pid))
+        return first_ts, time.time(), last, rss
+    finally:
+        reader.close()
+
+
+def run_one(
+    contender: str,
+    run: int,
+    env: dict[str, str],
+    source: str,
+    truth: Truth,
+    events: int,
+    timeout: float,
+) -> Result:
+    tag = f"{contender}-{run}-{uuid.uuid4().hex[:6]}"
+    sink, group = f"bench-out-{tag}", f"bench-{tag}"
+    create_topics(env["KAFKA_BOOTSTRAP_SERVERS"], [sink])
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = command(contender, env, source, sink, group, events, Path(tmp))
+        log = open(RESULTS / "raw" / f"{tag}.log", "wb")  # noqa: SIM115 - closed below
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            first, end, last, rss = read_outputs(
+                env["KAFKA_BOOTSTRAP_SERVERS"], sink, events, proc, timeout
+            )
+            seconds = end - first
+            correct = last == truth.totals
+            note = "" if correct else "final per-key values differ from the truth"
+            return Result(contender, run, events, seconds, events / seconds, correct, rss, note)
+        except TimeoutError as exc:
+            return Result(contender, run, events, float("nan"), 0.0, False, 0.0, str(exc))
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            log.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--keys", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--contenders", default=",".join(CONTENDERS))
+    args = parser.parse_args()
+    env = dict(os.environ)
+    (RESULTS / "raw").mkdir(parents=True, exist_ok=True)
+    source = f"bench-in-{uuid.uuid4().hex[:6]}"
+    create_topics(env["KAFKA_BOOTSTRAP_SERVERS"], [source])
+    started = time.monotonic()
+    truth = produce_workload(env["KAFKA_BOOTSTRAP_SERVERS"], source, args.events, args.keys)
+    print(
+        f"produced {args.events} events over {len(truth.totals)} keys in "
+        f"{time.monotonic() - started:.0f}s",
+        flush=True,
+    )
+    results: list[Result] = []
+    for run in range(1, args.runs + 1):
+        for contender in args.contenders.split(","):
+            result = run_one(contender, run, env, source, truth, args.events, args.timeout)
+            results.append(result)
+            print(
+                f"run {run} {contender:<12} {result.events_per_s:>10,.0f} ev/s "
+                f"correct={result.correct} rss={result.peak_rss_mb:.0f}MB {result.note}",
+                flush=True,
+            )
+    MongoClient(env["MONGO_URI"]).drop_database("bench")
+    (RESULTS / "throughput.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
+    print(summary(results))
+    return 0
+
+
+def summary(results: list[Result]) -> str:
+    by: dict[str, list[Result]] = {}
+    for r in results:
+        by.setdefault(r.contender, []).append(r)
+    medians = {c: statistics.median(r.events_per_s for r in rs) for c, rs in by.items()}
+    lines = [
+        "| contender | events/s median | min-max | vs ceiling | vs Quix | correct |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c, rs in by.items():
+        rates = [r.events_per_s for r in rs]
+        vs_ceiling = medians[c] / medians["ceiling"] if medians.get("ceiling") else float("nan")
+        vs_quix = (
+            medians[c] / medians["quixstreams"] if medians.get("quixstreams") else float("nan")
+        )
+        lines.append(
+            f"| {c} | {medians[c]:,.0f} | {min(rates):,.0f}-{max(rates):,.0f} | "
+            f"{vs_ceiling:.2f} | {vs_quix:.2f} | {all(r.correct for r in rs)} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
