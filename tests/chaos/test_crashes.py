@@ -36,8 +36,10 @@ def progress(db: Database[Any], name: str) -> int:
 def test_kill_at_each_fault_point_and_at_random(
     services: Services, make_topic: TopicFactory, sync_db: Database[Any], tmp_path: Path
 ) -> None:
+    # Every commit runs all three steps, so that every fault point is reached often.
+    every_step = {"interval": "300ms", "max_records": 500, "state_interval": "1ms"}
     source, sink, name, topology = counting_pipeline(
-        make_topic, services, sync_db.name, tmp_path, 4
+        make_topic, services, sync_db.name, tmp_path, 4, checkpoint=every_step
     )
     truth, kills, seed = Truth(), 0, 0
     rng = random.Random(7)
