@@ -8,12 +8,13 @@ BIN := $(VENV)/bin
 PACKAGES := config operators state processor
 PYTEST_ARGS ?=
 
-.PHONY: help venv services services-down services-reset lint typecheck test unit demo clean
+.PHONY: help venv services services-down services-reset lint typecheck test unit demo bench clean
 
 help:
 	@echo "make demo            run the example topology on the local stack"
 	@echo "make test            lint, type-check and run every test (installs what it needs)"
 	@echo "make services        start Kafka and FerretDB on loopback (idempotent)"
+	@echo "make bench           throughput, recovery and memory against the ceiling and Quix Streams"
 	@echo "make services-down   stop them; make services-reset also wipes their data"
 
 venv: $(VENV)/.installed
@@ -48,6 +49,15 @@ test: lint typecheck services
 
 demo: services
 	set -a; source .devstack/env; set +a; $(BIN)/tidemark demo config/examples/clicks-per-user.yaml
+
+bench/.venv-quix/.installed: bench/requirements-quix.txt
+	@test -x bench/.venv-quix/bin/python || $(PYTHON) -m venv bench/.venv-quix
+	bench/.venv-quix/bin/python -m pip install -q -r bench/requirements-quix.txt
+	@touch $@
+
+# Not part of `make test`: about 25 minutes; writes bench/results/latest.md and PNG charts.
+bench: services bench/.venv-quix/.installed
+	set -a; source .devstack/env; set +a; $(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -29,6 +29,9 @@ def main() -> None:
         state_dir=state_dir,
         commit_interval=1.0,
         loglevel="WARNING",
+        # The same failure detection and transaction timeout as the Tidemark contender.
+        consumer_extra_config={"session.timeout.ms": 6000},
+        producer_extra_config={"transaction.timeout.ms": 10000},
     )
     source_topic = app.topic(source, value_deserializer="json", key_deserializer="str")
     sink_topic = app.topic(sink, value_serializer="json", key_serializer="str")

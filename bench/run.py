@@ -89,7 +89,7 @@ def command(
         ]
     topology = {
         "name": group,
-        "kafka": {"bootstrap_servers": bootstrap},
+        "kafka": {"bootstrap_servers": bootstrap, "consumer": {"session.timeout.ms": 6000}},
         "mongo": {"uri": env["MONGO_URI"], "database": "bench"},
         "source": {"topic": source, "key": "user_id"},
         "pipeline": [
@@ -188,16 +188,7 @@ def run_one(
             log.close()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--keys", type=int, default=100_000)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--timeout", type=float, default=900)
-    parser.add_argument("--contenders", default=",".join(CONTENDERS))
-    args = parser.parse_args()
-    env = dict(os.environ)
-    (RESULTS / "raw").mkdir(parents=True, exist_ok=True)
+def throughput(args: argparse.Namespace, env: dict[str, str]) -> list[Result]:
     source = f"bench-in-{uuid.uuid4().hex[:6]}"
     create_topics(env["KAFKA_BOOTSTRAP_SERVERS"], [source])
     started = time.monotonic()
@@ -217,9 +208,51 @@ def main() -> int:
                 f"correct={result.correct} rss={result.peak_rss_mb:.0f}MB {result.note}",
                 flush=True,
             )
+    return results
+
+
+def main() -> int:
+    from bench.recovery import memory, recovery
+    from bench.report import write_report
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--keys", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--contenders", default=",".join(CONTENDERS))
+    parser.add_argument("--recovery-sizes", default="10000,100000,1000000")
+    parser.add_argument("--memory-keys", default="10000,100000")
+    parser.add_argument("--parts", default="throughput,recovery,memory")
+    args = parser.parse_args()
+    env = dict(os.environ)
+    (RESULTS / "raw").mkdir(parents=True, exist_ok=True)
+    parts = args.parts.split(",")
+    if "throughput" in parts:
+        results = throughput(args, env)
+        (RESULTS / "throughput.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
+        print(summary(results), flush=True)
+    if "recovery" in parts:
+        recoveries = []
+        for size in map(int, args.recovery_sizes.split(",")):
+            for contender in ("tidemark", "quixstreams"):
+                for r in recovery(contender, size, env):
+                    print(
+                        f"recovery {r.contender:<17} {size:>9,} keys {r.seconds:6.1f}s {r.note}",
+                        flush=True,
+                    )
+                    recoveries.append(asdict(r))
+        (RESULTS / "recovery.json").write_text(json.dumps(recoveries, indent=2))
+    if "memory" in parts:
+        sizes = list(map(int, args.memory_keys.split(",")))
+        cache = sizes[0] * 2
+        memories = [asdict(memory(k, cache, 200_000, env)) for k in sizes]
+        print(f"memory {memories}", flush=True)
+        (RESULTS / "memory.json").write_text(json.dumps(memories, indent=2))
     MongoClient(env["MONGO_URI"]).drop_database("bench")
-    (RESULTS / "throughput.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
-    print(summary(results))
+    write_report(RESULTS)
+    subprocess.run([str(QUIX_PYTHON), str(ROOT / "bench/charts.py"), str(RESULTS)], check=True)
+    print(f"report: {RESULTS / 'latest.md'}")
     return 0
 
 

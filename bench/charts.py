@@ -1,0 +1,63 @@
+"""PNG charts from bench/results/*.json. Runs in bench/.venv-quix, which has matplotlib."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+def main(results: Path) -> None:
+    runs = json.loads((results / "throughput.json").read_text())
+    names = sorted(
+        {r["contender"] for r in runs},
+        key=lambda n: ["ceiling", "tidemark", "quixstreams"].index(n),
+    )
+    medians = [
+        statistics.median(r["events_per_s"] for r in runs if r["contender"] == n) for n in names
+    ]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar(names, medians, color=["#888888", "#1f77b4", "#ff7f0e"][: len(names)])
+    ax.set_ylabel("events/s (median of runs)")
+    ax.set_title("Throughput: 1M events, 100k Zipf keys, count+sum per key")
+    fig.tight_layout()
+    fig.savefig(results / "throughput.png", dpi=120)
+
+    recovery = json.loads((results / "recovery.json").read_text())
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for label in sorted({r["contender"] for r in recovery}):
+        points = [
+            (r["keys"], r["seconds"])
+            for r in recovery
+            if r["contender"] == label and not math.isnan(r["seconds"])
+        ]
+        if points:
+            ax.plot(*zip(*sorted(points), strict=True), marker="o", label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("keys in state")
+    ax.set_ylabel("seconds from restart to first new output")
+    ax.set_title("Recovery after SIGKILL")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(results / "recovery.png", dpi=120)
+
+    memory = json.loads((results / "memory.json").read_text())
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar(
+        [f"{m['keys']:,} keys" for m in memory], [m["peak_rss_mb"] for m in memory], color="#1f77b4"
+    )
+    ax.set_ylabel("peak RSS (MB)")
+    ax.set_title(f"Tidemark worker memory, cache bound {memory[0]['cache_entries']:,} entries")
+    fig.tight_layout()
+    fig.savefig(results / "memory.png", dpi=120)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
