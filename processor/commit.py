@@ -10,14 +10,17 @@ a. Send the consumer offsets into the open transaction and commit it: outputs, d
 b. Flush each partition's dirty state, every statement conditional on its epoch.
 c. Move each partition's checkpoint to its next offset, conditional on its epoch.
 
-Then a new transaction begins. A crash between any two steps is repaired at the next
-assignment by replaying [W, C) for state only.
+Steps b and c run every `checkpoint.state_interval` as a task beside processing, over
+the dirty keys and offsets taken right after step a; a new transaction begins at once.
+A crash between any two steps is repaired at the next assignment by replaying [W, C)
+for state only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING
 
 import structlog
@@ -42,6 +45,7 @@ class Committer:
         self._producer = producer
         self._checkpoints = checkpoints
         self._last_state = time.monotonic()
+        self._state_task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await asyncio.to_thread(self._producer.init_transactions, TIMEOUT)
@@ -70,17 +74,26 @@ class Committer:
                 self._producer.poll(0.1)
 
     async def commit(self, group_metadata: object) -> bool:
-        """Commit Kafka; flush state and checkpoints too when their interval is due.
+        """Commit Kafka; start a state checkpoint too when its interval is due.
 
         Between state checkpoints W lags C, which is the state "after step a" that recovery
         already handles; the lag coalesces more writes per key and bounds what a recovery
-        replays to `checkpoint.state_interval`.
+        replays to about `checkpoint.state_interval`.
         """
         return await self._commit(group_metadata, self._state_due())
 
     async def commit_all(self, group_metadata: object) -> bool:
-        """Commit Kafka, state and checkpoints (before giving partitions up)."""
-        return await self._commit(group_metadata, True)
+        """Commit Kafka, state and checkpoints, and wait for them (before giving up)."""
+        await self.settle()
+        committed = await self._commit(group_metadata, True)
+        await self.settle()
+        return committed
+
+    async def settle(self) -> None:
+        """Wait for the state checkpoint in flight; its failure is raised here."""
+        task, self._state_task = self._state_task, None
+        if task is not None:
+            await task
 
     async def _commit(self, group_metadata: object, with_state: bool) -> bool:
         """Run the protocol over every partition with progress; False if it aborted instead.
@@ -89,6 +102,8 @@ class Committer:
         metadata comes from the caller because the consumer may only be called from the
         thread inside `consume` while a rebalance callback runs.
         """
+        if self._state_task is not None and self._state_task.done():
+            await self.settle()
         parts = [p for p in self._worker.parts.values() if _pending(p)]
         if not parts:
             return True
@@ -103,13 +118,10 @@ class Committer:
             await self.abort()
             return False
         faults.point("after_kafka_commit")
-        if with_state:
-            await asyncio.gather(*(self._flush(p) for p in parts))
-            faults.point("after_state_flush")
-            await asyncio.gather(
-                *(self._advance(p) for p in parts if p.number in self._worker.parts)
-            )
-            faults.point("after_checkpoint")
+        if with_state and self._state_task is None:
+            # Steps b and c run beside processing; the dirty keys are taken right here.
+            flushes = [(p, p.next_offset, p.store.flush(p.checkpoint.epoch)) for p in parts]
+            self._state_task = asyncio.create_task(self._checkpoint_state(flushes))
             self._last_state = time.monotonic()
         self._producer.begin_transaction()
         metrics.COMMITS.labels(topology=self._worker.topology.name).inc()
@@ -118,20 +130,32 @@ class Committer:
         )
         return True
 
+    async def _checkpoint_state(
+        self, flushes: list[tuple[OwnedPartition, int | None, Awaitable[int]]]
+    ) -> None:
+        await asyncio.gather(*(self._flush(p, write) for p, _, write in flushes))
+        faults.point("after_state_flush")
+        await asyncio.gather(
+            *(self._advance(p, o) for p, o, _ in flushes if o is not None and self._owned(p))
+        )
+        faults.point("after_checkpoint")
+
     def state_overdue(self) -> bool:
         """State waits to be flushed and its interval has passed (even with no new records)."""
         return self._state_due() and any(_pending(p) for p in self._worker.parts.values())
 
     def _state_due(self) -> bool:
         checkpoint = self._worker.topology.checkpoint
-        dirty = sum(p.store.dirty_count for p in self._worker.parts.values())
-        return (
+        parts = self._worker.parts.values()
+        idle = self._state_task is None or self._state_task.done()
+        return idle and (
             time.monotonic() - self._last_state >= checkpoint.state_interval
-            or dirty >= checkpoint.max_dirty_keys
-            or any(
-                p.failed and p.checkpoint.status != "failed" for p in self._worker.parts.values()
-            )
+            or sum(p.store.dirty_count for p in parts) >= checkpoint.max_dirty_keys
+            or any(p.failed and p.checkpoint.status != "failed" for p in parts)
         )
+
+    def _owned(self, part: OwnedPartition) -> bool:
+        return self._worker.parts.get(part.number) is part
 
     async def abort(self) -> None:
         """Abort the open transaction and begin the next one."""
@@ -165,24 +189,23 @@ class Committer:
             return False
         return True
 
-    async def _flush(self, part: OwnedPartition) -> None:
+    async def _flush(self, part: OwnedPartition, write: Awaitable[int]) -> None:
         try:
-            await part.store.flush(part.checkpoint.epoch)
+            await write
         except Fenced as exc:
             self._worker.drop(part, str(exc))
 
-    async def _advance(self, part: OwnedPartition) -> None:
-        assert part.next_offset is not None
+    async def _advance(self, part: OwnedPartition, offset: int) -> None:
         try:
             if part.failed:
                 error = part.last_error or "too many consecutive failures"
                 part.checkpoint = await self._checkpoints.mark_failed(
-                    part.checkpoint, part.next_offset, error
+                    part.checkpoint, offset, error
                 )
             else:
-                part.checkpoint = await self._checkpoints.advance(part.checkpoint, part.next_offset)
+                part.checkpoint = await self._checkpoints.advance(part.checkpoint, offset)
             if part.store.tombstones:
-                await part.store.sweep_tombstones(part.checkpoint.epoch, part.next_offset)
+                await part.store.sweep_tombstones(part.checkpoint.epoch, offset)
         except Fenced as exc:
             self._worker.drop(part, str(exc))
 

@@ -131,6 +131,7 @@ class Worker:
 
     async def _rewind(self) -> None:
         """After an aborted transaction: start every partition again from its checkpoint."""
+        await self.committer.settle()
         numbers = list(self.parts)
         known = await asyncio.to_thread(self.known_offsets, numbers)
         for number in numbers:
@@ -236,7 +237,9 @@ class Worker:
 
     def drop(self, part: OwnedPartition, reason: str) -> None:
         """Stop processing a partition another owner fenced us out of."""
-        self.parts.pop(part.number, None)
+        if self.parts.get(part.number) is not part:
+            return  # already replaced by a newer assignment
+        del self.parts[part.number]
         part.store.forget()
         self.pause(part.number)
         metrics.FENCED.labels(**self._labels).inc()
@@ -302,6 +305,7 @@ class Worker:
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._call(self.committer.abort())
+        self._call(self.committer.settle())
         self._forget_all()
 
     def _forget_all(self) -> None:

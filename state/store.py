@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import OrderedDict
-from collections.abc import Collection
+from collections.abc import Awaitable, Collection
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
@@ -41,6 +41,9 @@ class PartitionStore:
         # OrderedDict as LRU: move_to_end and popitem are C, cheaper per event than a library.
         self._cache: OrderedDict[str, Stamped] = OrderedDict()
         self._dirty: dict[str, tuple[str, str, Stamped]] = {}
+        # Keys of a flush in progress: still authoritative in memory until it completes,
+        # because processing goes on while the flush runs.
+        self._flushing: dict[str, tuple[str, str, Stamped]] = {}
         self.tombstones = 0  # deletes flushed and not yet swept
 
     def view(self, op: str) -> OperatorState:
@@ -59,7 +62,11 @@ class PartitionStore:
         """Load the keys not in memory with one query."""
         self._trim()
         missing = {state_id(op, self.partition, k) for k in keys}
-        missing = {i for i in missing if i not in self._cache and i not in self._dirty}
+        missing = {
+            i
+            for i in missing
+            if i not in self._cache and i not in self._dirty and i not in self._flushing
+        }
         if not missing:
             return
         ids = list(missing)
@@ -76,7 +83,7 @@ class PartitionStore:
         sid = state_id(op, self.partition, key)
         found = self._cache.get(sid)
         if found is None:
-            dirty = self._dirty.get(sid)
+            dirty = self._dirty.get(sid) or self._flushing.get(sid)
             if dirty is None:
                 raise KeyError(f"{sid} was not prefetched")
             found = dirty[2]
@@ -95,16 +102,19 @@ class PartitionStore:
         """Drop everything in memory (the partition was revoked or fenced)."""
         self._cache.clear()
         self._dirty.clear()
+        self._flushing.clear()
 
-    async def flush(self, epoch: int) -> int:
-        """Write every dirty key conditional on `epoch`; `Fenced` if a newer owner wrote first.
+    def flush(self, epoch: int) -> Awaitable[int]:
+        """Take the dirty keys now; the awaitable writes them conditional on `epoch`.
 
-        A failed statement means a newer owner: MongoDB applies the other statements of an
-        unordered command, FerretDB 1.x stops at the first failure. Either way the per-key
-        `off` stamps make what did apply harmless, and this writer stops.
+        The keys are taken at the call, so processing may go on while the write runs; puts
+        made meanwhile wait for the next flush, and reads of keys in flight are answered
+        from memory. `Fenced` if a newer owner wrote first: MongoDB applies the other
+        statements of an unordered command, FerretDB 1.x stops at the first failure; either
+        way the per-key `off` stamps make what did apply harmless, and this writer stops.
         """
-        if not self._dirty:
-            return 0
+        assert not self._flushing, "one flush at a time"
+        self._flushing, self._dirty = self._dirty, {}
         now = dt.datetime.now(dt.UTC)
         statements = [
             {
@@ -123,14 +133,18 @@ class PartitionStore:
                 },
                 "upsert": True,
             }
-            for sid, (op, key, stamped) in self._dirty.items()
+            for sid, (op, key, stamped) in self._flushing.items()
         ]
+        return self._write(statements, epoch)
+
+    async def _write(self, statements: list[dict[str, Any]], epoch: int) -> int:
         for start in range(0, len(statements), self._chunk):
             await self._send(statements[start : start + self._chunk], epoch)
-        written = len(self._dirty)
-        self.tombstones += sum(1 for _, _, stamped in self._dirty.values() if stamped.value is None)
-        self._dirty.clear()
-        return written
+        self.tombstones += sum(
+            1 for *_, stamped in self._flushing.values() if stamped.value is None
+        )
+        self._flushing = {}
+        return len(statements)
 
     async def _send(self, statements: list[dict[str, Any]], epoch: int) -> None:
         # A raw command rather than bulk_write: pymongo's bulk result merge expects

@@ -119,6 +119,7 @@ class WorkerProcess:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            self.stop_if_running()
             raise AssertionError(
                 f"worker still running after {timeout}s; log:\n{self.tail()}"
             ) from None
