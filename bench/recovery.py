@@ -22,6 +22,7 @@ from pathlib import Path
 
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
+from pymongo import MongoClient
 
 from bench.run import PARTITIONS, ROOT, command, create_topics, peak_rss_mb, read_outputs
 from bench.workload import produce_workload
@@ -108,6 +109,25 @@ def _restart_until_output(
         raise
 
 
+def _wait_durable(
+    contender: str, env: dict[str, str], group: str, source: str, timeout: float
+) -> None:
+    """Tidemark: until every checkpoint reached the end (the state of N keys is stored).
+    Quix Streams commits its changelog with its outputs, so a short pause does."""
+    if contender != "tidemark":
+        time.sleep(3)
+        return
+    ends = _ends(env["KAFKA_BOOTSTRAP_SERVERS"], source)
+    checkpoints = MongoClient(env["MONGO_URI"])["bench"]["checkpoints"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = {d["partition"]: d.get("offset") or 0 for d in checkpoints.find({"topology": group})}
+        if all(done.get(p, 0) >= end for p, end in ends.items()):
+            return
+        time.sleep(0.5)
+    raise TimeoutError("state checkpoints did not reach the end")
+
+
 def recovery(
     contender: str, keys: int, env: dict[str, str], timeout: float = 900
 ) -> list[Recovery]:
@@ -126,8 +146,7 @@ def recovery(
         )
         try:
             read_outputs(bootstrap, sink, keys, proc, timeout)
-            # Let the state reach its own checkpoint (Tidemark: state_interval 5 s).
-            time.sleep(7)
+            _wait_durable(contender, env, group, source, timeout)
             for variant in variants:
                 label = f"{contender} {variant}".strip()
                 proc.send_signal(signal.SIGKILL)
@@ -139,7 +158,7 @@ def recovery(
                     results.append(Recovery(label, keys, seconds))
                 except TimeoutError as exc:
                     results.append(Recovery(label, keys, float("nan"), str(exc)))
-                time.sleep(7)
+                _wait_durable(contender, env, group, source, timeout)
         except TimeoutError as exc:
             results.append(Recovery(contender, keys, float("nan"), f"loading state: {exc}"))
         finally:

@@ -54,7 +54,9 @@ class Checkpoint(Strict):
     state_interval: Duration = Field(
         5.0, description="flush state and move the MongoDB checkpoint this often; bounds replay"
     )
-    max_dirty_keys: int = Field(100_000, gt=0, description="flush state early past this many")
+    max_dirty_keys: int = Field(
+        50_000, gt=0, description="flush early past this many; wait for MongoDB past it"
+    )
 
 
 class StateConfig(Strict):

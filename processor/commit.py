@@ -140,6 +140,17 @@ class Committer:
         )
         faults.point("after_checkpoint")
 
+    async def backpressure(self) -> None:
+        """Past `max_dirty_keys` with a state checkpoint still running, wait for it.
+
+        This bounds memory (dirty plus in-flight keys) and how far W may lag C, so a slow
+        MongoDB slows processing instead of growing memory and recovery time without end.
+        """
+        parts = self._worker.parts.values()
+        limit = self._worker.topology.checkpoint.max_dirty_keys
+        if self._state_task is not None and sum(p.store.dirty_count for p in parts) >= limit:
+            await self.settle()
+
     def state_overdue(self) -> bool:
         """State waits to be flushed and its interval has passed (even with no new records)."""
         return self._state_due() and any(_pending(p) for p in self._worker.parts.values())

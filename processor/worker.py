@@ -117,6 +117,7 @@ class Worker:
             if messages:
                 since_commit += await self._process(messages)
             self._apply_pauses()
+            await self.committer.backpressure()
             if (
                 since_commit
                 and (since_commit >= max_records or time.monotonic() - last_commit >= interval)

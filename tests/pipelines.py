@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -123,6 +125,19 @@ class WorkerProcess:
             raise AssertionError(
                 f"worker still running after {timeout}s; log:\n{self.tail()}"
             ) from None
+
+    def run_until_exit(self, feed: Callable[[], None], timeout: float) -> int:
+        """Call `feed` about every 0.3 s until the worker exits; its exit code."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                self.stop_if_running()
+                raise AssertionError(f"worker still running after {timeout}s:\n{self.tail()}")
+            feed()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(0.3)
+        return self.proc.returncode
 
     def wait_for_log(self, text: str, timeout: float) -> None:
         """Wait until the worker logged `text`."""

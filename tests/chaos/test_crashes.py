@@ -51,8 +51,14 @@ def test_kill_at_each_fault_point_and_at_random(
             produce_clicks(services, source, truth, USERS, CHUNK, seed)
             worker = WorkerProcess(
                 topology, tmp_path / f"{point}-{n}.log", {"TIDEMARK_FAULT": f"{point}:n={n}"}
-            )
-            assert worker.start().wait(120) == -9, worker.tail()
+            ).start()
+
+            def feed(seed: int = seed) -> None:
+                # State checkpoints run beside processing, so how many a batch of events
+                # yields varies: keep events coming until the fault point is reached n times.
+                produce_clicks(services, source, truth, USERS, 200, seed)
+
+            assert worker.run_until_exit(feed, 120) == -9, worker.tail()
             kills += 1
 
     # Killed from outside at a random moment after it made progress.
