@@ -176,7 +176,11 @@ def memory(keys: int, cache_entries: int, events: int, env: dict[str, str]) -> M
     with tempfile.TemporaryDirectory() as tmp:
         argv = command("tidemark", env, source, sink, group, events, Path(tmp))
         topology = Path(tmp) / "topology.yaml"
-        topology.write_text(topology.read_text() + f"state:\n  cache_entries: {cache_entries}\n")
+        # Both memory bounds fixed: the cache, and dirty plus in-flight keys.
+        text = topology.read_text().replace(
+            "checkpoint:\n", f"checkpoint:\n  max_dirty_keys: {cache_entries}\n"
+        )
+        topology.write_text(text + f"state:\n  cache_entries: {cache_entries}\n")
         proc = subprocess.Popen(
             argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )

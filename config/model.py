@@ -55,7 +55,7 @@ class Checkpoint(Strict):
         5.0, description="flush state and move the MongoDB checkpoint this often; bounds replay"
     )
     max_dirty_keys: int = Field(
-        50_000, gt=0, description="flush early past this many; wait for MongoDB past it"
+        100_000, gt=0, description="flush early past this many; wait for MongoDB past it"
     )
 
 

@@ -117,13 +117,15 @@ class Worker:
             if messages:
                 since_commit += await self._process(messages)
             self._apply_pauses()
-            await self.committer.backpressure()
             if (
                 since_commit
                 and (since_commit >= max_records or time.monotonic() - last_commit >= interval)
             ) or self.committer.state_overdue():
                 await self._commit(self.committer.commit)
                 last_commit, since_commit = time.monotonic(), 0
+                # Only right after a commit: the new transaction is empty, so waiting for
+                # MongoDB cannot run it into the transaction timeout.
+                await self.committer.backpressure()
         await self._commit(self.committer.commit_all)
 
     async def _commit(self, commit: Callable[[object], Awaitable[bool]]) -> None:
