@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from config.state import State
 from state import Checkpoint, PartitionStore
@@ -25,7 +25,6 @@ class OwnedPartition:
     consecutive_failures: int = 0
     last_error: str | None = None
     failed: bool = False
-    records: int = field(default=0)
 
     @property
     def number(self) -> int:
