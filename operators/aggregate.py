@@ -80,8 +80,8 @@ class KeyedAggregate:
     def key_of(self, event: Event) -> str:
         return key_string(event.value, self._key)
 
-    def apply(self, event: Event, state: State) -> Event | None:
-        key = self.key_of(event)
+    def apply(self, event: Event, key: str, state: State) -> Event | None:
+        """Fold `event` (whose group key is `key`, from `key_of`) into its accumulator."""
         current = state.get(key)
         if current is not None and current.offset >= event.offset:
             return None

@@ -22,7 +22,7 @@ class StatefulOperator(Protocol):
 
     def key_of(self, event: Event) -> str: ...
 
-    def apply(self, event: Event, state: State) -> Event | None: ...
+    def apply(self, event: Event, key: str, state: State) -> Event | None: ...
 
 
 Operator = StatelessOperator | StatefulOperator
@@ -32,8 +32,8 @@ OnError = Callable[[Event, Exception], None]
 class Pipeline:
     """Operators in order. Batch-first: each stage sees the whole batch before the next.
 
-    Before a stateful stage the keys of the whole batch are prefetched with one call, so
-    the per-event `get`s that follow never go to storage.
+    Before a stateful stage the keys of the whole batch are computed once and prefetched
+    with one call, so the per-event `get`s that follow never go to storage.
     """
 
     def __init__(self, operators: Sequence[Operator]) -> None:
@@ -71,17 +71,17 @@ def _stateless_stage(op: StatelessOperator, events: list[Event], on_error: OnErr
 async def _stateful_stage(
     op: StatefulOperator, events: list[Event], state: State, on_error: OnError
 ) -> list[Event]:
-    keys: set[str] = set()
+    keyed: list[tuple[Event, str]] = []
     for event in events:
         try:
-            keys.add(op.key_of(event))
-        except Exception:  # noqa: BLE001 - reported by apply below
-            continue
-    await state.prefetch(keys)
+            keyed.append((event, op.key_of(event)))
+        except Exception as exc:  # noqa: BLE001
+            on_error(event, exc)
+    await state.prefetch({key for _, key in keyed})
     out: list[Event] = []
-    for event in events:
+    for event, key in keyed:
         try:
-            result = op.apply(event, state)
+            result = op.apply(event, key, state)
         except Exception as exc:  # noqa: BLE001
             on_error(event, exc)
             continue

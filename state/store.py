@@ -61,11 +61,12 @@ class PartitionStore:
     async def prefetch(self, op: str, keys: Collection[str]) -> None:
         """Load the keys not in memory with one query."""
         self._trim()
-        missing = {state_id(op, self.partition, k) for k in keys}
         missing = {
-            i
-            for i in missing
-            if i not in self._cache and i not in self._dirty and i not in self._flushing
+            sid
+            for k in keys
+            if (sid := state_id(op, self.partition, k)) not in self._cache
+            and sid not in self._dirty
+            and sid not in self._flushing
         }
         if not missing:
             return

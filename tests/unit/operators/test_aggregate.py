@@ -15,6 +15,10 @@ def aggregate(**compute: object) -> KeyedAggregate:
     )
 
 
+def run(op: KeyedAggregate, event: Event, state: InMemoryState) -> Event | None:
+    return op.apply(event, op.key_of(event), state)
+
+
 def test_count_sum_min_max_avg_first_last() -> None:
     op = aggregate(
         n="count",
@@ -27,7 +31,7 @@ def test_count_sum_min_max_avg_first_last() -> None:
     )
     state = InMemoryState()
     outputs = [
-        op.apply(Event(None, {"user": "u", "x": x}, i), state) for i, x in enumerate([4, 1, 7])
+        run(op, Event(None, {"user": "u", "x": x}, i), state) for i, x in enumerate([4, 1, 7])
     ]
     assert outputs[-1] is not None
     assert outputs[-1].key == "u"
@@ -47,23 +51,23 @@ def test_count_sum_min_max_avg_first_last() -> None:
 
 def test_outputs_are_snapshots_not_shared_accumulators() -> None:
     op, state = aggregate(n="count"), InMemoryState()
-    first = op.apply(Event(None, {"user": "u"}, 0), state)
-    op.apply(Event(None, {"user": "u"}, 1), state)
+    first = run(op, Event(None, {"user": "u"}, 0), state)
+    run(op, Event(None, {"user": "u"}, 1), state)
     assert first is not None and first.value == {"n": 1}
 
 
 def test_event_at_or_below_stamped_offset_is_skipped() -> None:
     op, state = aggregate(n="count"), InMemoryState()
     state.put("u", {"n": 5}, 10)
-    assert op.apply(Event(None, {"user": "u"}, 10), state) is None
-    assert op.apply(Event(None, {"user": "u"}, 9), state) is None
-    out = op.apply(Event(None, {"user": "u"}, 11), state)
+    assert run(op, Event(None, {"user": "u"}, 10), state) is None
+    assert run(op, Event(None, {"user": "u"}, 9), state) is None
+    out = run(op, Event(None, {"user": "u"}, 11), state)
     assert out is not None and out.value == {"n": 6}
 
 
 def test_integer_keys_become_strings() -> None:
     op, state = aggregate(n="count"), InMemoryState()
-    out = op.apply(Event(None, {"user": 42}, 0), state)
+    out = run(op, Event(None, {"user": 42}, 0), state)
     assert out is not None and out.key == "42"
 
 
@@ -82,5 +86,5 @@ def test_bad_records_raise_record_error_and_change_nothing(
 ) -> None:
     op, state = aggregate(total={"sum": "x"}), InMemoryState()
     with pytest.raises(RecordError, match=message):
-        op.apply(Event(None, value, 0), state)
+        run(op, Event(None, value, 0), state)
     assert state.data == {}
