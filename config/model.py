@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -62,6 +64,22 @@ class Checkpoint(Strict):
 class StateConfig(Strict):
     cache_entries: int = Field(100_000, gt=0, description="LRU bound of the read-through cache")
     flush_statements: int = Field(200, gt=0, description="statements per update command")
+
+
+class Snapshots(Strict):
+    """Versioned per-partition snapshots; with neither trigger set, only on demand."""
+
+    interval: Duration | None = Field(None, description="take one this often")
+    every_records: int | None = Field(None, gt=0, description="and/or after this many records")
+    retain: int = Field(10, gt=0, description="keep the newest N versions")
+    max_age: Duration | None = Field(None, description="and prune versions older than this")
+    mode: Literal["full", "incremental"] = Field(
+        "full", description="incremental: a changelog of every state checkpoint plus bases"
+    )
+    full_every: int = Field(
+        10, gt=0, description="incremental: every Nth version is a full base, the rest deltas"
+    )
+    chunk_bytes: int = Field(1_048_576, ge=1024, le=8_388_608, description="payload chunk size")
 
 
 class Errors(Strict):
@@ -142,6 +160,7 @@ class Topology(Strict):
     sink: Sink | None = None
     checkpoint: Checkpoint = Checkpoint()
     state: StateConfig = StateConfig()
+    snapshots: Snapshots = Snapshots()
     errors: Errors = Errors()
 
     @property
@@ -150,6 +169,14 @@ class Topology(Strict):
 
     def aggregates(self) -> list[Aggregate]:
         return [s.aggregate for s in self.pipeline if isinstance(s, AggregateStep)]
+
+    def semantic_hash(self) -> str:
+        """Hash of what shapes the state (source, pipeline, sink), not of where it runs.
+
+        Snapshots record it, so a restore under a changed pipeline is visible.
+        """
+        shape = self.model_dump(mode="json", include={"name", "source", "pipeline", "sink"})
+        return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def field_path(path: str) -> tuple[str, ...]:

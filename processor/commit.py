@@ -28,7 +28,9 @@ from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
 from processor import faults, metrics
 from processor.partition import OwnedPartition
+from processor.snapshotting import Snapshotter
 from state import Checkpoints, Fenced
+from state.chunks import Record
 
 if TYPE_CHECKING:
     from processor.worker import Worker
@@ -40,10 +42,17 @@ TIMEOUT = 60.0
 class Committer:
     """Owns the transactional producer and runs the commit protocol for a worker."""
 
-    def __init__(self, worker: Worker, producer: Producer, checkpoints: Checkpoints) -> None:
+    def __init__(
+        self,
+        worker: Worker,
+        producer: Producer,
+        checkpoints: Checkpoints,
+        snapshotter: Snapshotter,
+    ) -> None:
         self._worker = worker
         self._producer = producer
         self._checkpoints = checkpoints
+        self._snapshotter = snapshotter
         self._last_state = time.monotonic()
         self._state_task: asyncio.Task[None] | None = None
 
@@ -119,8 +128,14 @@ class Committer:
             return False
         faults.point("after_kafka_commit")
         if with_state and self._state_task is None:
-            # Steps b and c run beside processing; the dirty keys are taken right here.
-            flushes = [(p, p.next_offset, p.store.flush(p.checkpoint.epoch)) for p in parts]
+            # Steps b and c run beside processing; the dirty keys are taken right here. A
+            # partition still re-applying [W, C) waits: a checkpoint below C could cut
+            # through keys that a crashed owner's partial flush moved past it.
+            flushes = [
+                (p, _position(p), p.store.flush(p.checkpoint.epoch))
+                for p in parts
+                if not p.replaying
+            ]
             self._state_task = asyncio.create_task(self._checkpoint_state(flushes))
             self._last_state = time.monotonic()
         self._producer.begin_transaction()
@@ -131,12 +146,16 @@ class Committer:
         return True
 
     async def _checkpoint_state(
-        self, flushes: list[tuple[OwnedPartition, int | None, Awaitable[int]]]
+        self, flushes: list[tuple[OwnedPartition, int | None, Awaitable[list[Record]]]]
     ) -> None:
-        await asyncio.gather(*(self._flush(p, write) for p, _, write in flushes))
+        written = await asyncio.gather(*(self._flush(p, write) for p, _, write in flushes))
         faults.point("after_state_flush")
         await asyncio.gather(
-            *(self._advance(p, o) for p, o, _ in flushes if o is not None and self._owned(p))
+            *(
+                self._advance(p, o, records)
+                for (p, o, _), records in zip(flushes, written, strict=True)
+                if o is not None and self._owned(p)
+            )
         )
         faults.point("after_checkpoint")
 
@@ -163,6 +182,7 @@ class Committer:
             time.monotonic() - self._last_state >= checkpoint.state_interval
             or sum(p.store.dirty_count for p in parts) >= checkpoint.max_dirty_keys
             or any(p.failed and p.checkpoint.status != "failed" for p in parts)
+            or any(p.checkpoint.snapshot_request for p in parts)
         )
 
     def _owned(self, part: OwnedPartition) -> bool:
@@ -174,8 +194,12 @@ class Committer:
         self._producer.begin_transaction()
 
     async def _fenced(self, parts: list[OwnedPartition]) -> list[OwnedPartition]:
-        current = await self._checkpoints.epochs([p.checkpoint.id for p in parts])
-        return [p for p in parts if current.get(p.checkpoint.id) != p.checkpoint.epoch]
+        current = await self._checkpoints.current([p.checkpoint.id for p in parts])
+        return [
+            p
+            for p in parts
+            if (cp := current.get(p.checkpoint.id)) is None or cp.epoch != p.checkpoint.epoch
+        ]
 
     async def _commit_kafka(self, parts: list[OwnedPartition], group_metadata: object) -> bool:
         topic = self._worker.topology.source.topic
@@ -200,13 +224,14 @@ class Committer:
             return False
         return True
 
-    async def _flush(self, part: OwnedPartition, write: Awaitable[int]) -> None:
+    async def _flush(self, part: OwnedPartition, write: Awaitable[list[Record]]) -> list[Record]:
         try:
-            await write
+            return await write
         except Fenced as exc:
             self._worker.drop(part, str(exc))
+            return []
 
-    async def _advance(self, part: OwnedPartition, offset: int) -> None:
+    async def _advance(self, part: OwnedPartition, offset: int, flushed: list[Record]) -> None:
         try:
             if part.failed:
                 error = part.last_error or "too many consecutive failures"
@@ -217,13 +242,20 @@ class Committer:
                 part.checkpoint = await self._checkpoints.advance(part.checkpoint, offset)
             if part.store.tombstones:
                 await part.store.sweep_tombstones(part.checkpoint.epoch, offset)
+            await self._snapshotter.after_checkpoint(part, offset, flushed)
         except Fenced as exc:
             self._worker.drop(part, str(exc))
 
 
 def _pending(part: OwnedPartition) -> bool:
-    """Whether the partition has progress or a failure not yet checkpointed."""
+    """Whether the partition has progress, a failure or a snapshot request to checkpoint."""
+    if part.checkpoint.snapshot_request is not None:
+        return True
     return part.next_offset is not None and (
         part.next_offset != part.checkpoint.offset
         or (part.failed and part.checkpoint.status != "failed")
     )
+
+
+def _position(part: OwnedPartition) -> int | None:
+    return part.next_offset if part.next_offset is not None else part.checkpoint.offset

@@ -12,3 +12,7 @@ FENCED = Counter(
     "tidemark_fenced", "Partitions dropped because a newer owner took them", ["topology"]
 )
 COMMIT_SECONDS = Histogram("tidemark_commit_seconds", "Duration of one commit", ["topology"])
+SNAPSHOTS = Counter("tidemark_snapshots", "Snapshots taken by this worker", ["topology"])
+SNAPSHOT_SECONDS = Histogram(
+    "tidemark_snapshot_seconds", "Duration of one snapshot (write and prune)", ["topology"]
+)

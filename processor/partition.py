@@ -25,6 +25,15 @@ class OwnedPartition:
     consecutive_failures: int = 0
     last_error: str | None = None
     failed: bool = False
+    last_snapshot: float = 0.0  # monotonic time of the last snapshot
+    records_since_snapshot: int = 0
+    changelog_from: int | None = None  # incremental mode: checkpoint the next delta starts at
+    changelog_rebuild: bool = False  # read the next delta back from MongoDB
+
+    @property
+    def replaying(self) -> bool:
+        """Still below C: re-applying events whose outputs were committed before a crash."""
+        return self.next_offset is not None and self.next_offset < self.emit_from
 
     @property
     def number(self) -> int:

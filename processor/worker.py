@@ -27,11 +27,14 @@ from config import Topology
 from operators import Event, build_pipeline
 from processor import kafka, metrics
 from processor.commit import Committer
+from processor.control import Control
 from processor.deadletters import dead_letter
 from processor.decoding import Decoder
 from processor.partition import OwnedPartition
+from processor.snapshotting import Snapshotter
 from state import Checkpoints, PartitionStore, ensure_collections
 from state.names import state_collection
+from state.snapshots import Snapshots
 
 T = TypeVar("T")
 
@@ -70,6 +73,9 @@ class Worker:
         self._stopping = asyncio.Event()
         self._labels = {"topology": topology.name}
         self._to_pause: set[int] = set()
+        self.assigned: set[int] = set()
+        # Assigned but left alone: failed, or handed to an operator (replay, restore).
+        self.held: set[int] = set()
 
     def stop(self) -> None:
         """Finish the batch in hand, commit, leave the group."""
@@ -88,10 +94,16 @@ class Worker:
             await ensure_collections(db, t.name)
             self._checkpoints = Checkpoints(db, t.name)
             self._state = db[state_collection(t.name)]
-            self._consumer = kafka.consumer(t, self.owner)
-            self.committer = Committer(self, kafka.producer(t, self.owner), self._checkpoints)
+            self._snapshotter = Snapshotter(
+                t, Snapshots(db, t.name, t.snapshots.chunk_bytes), self._checkpoints
+            )
+            self.consumer = kafka.consumer(t, self.owner)
+            self.committer = Committer(
+                self, kafka.producer(t, self.owner), self._checkpoints, self._snapshotter
+            )
+            self._control = Control(self, self._checkpoints)
             await self.committer.start()
-            self._consumer.subscribe(
+            self.consumer.subscribe(
                 [t.source.topic],
                 on_assign=self._on_assign,
                 on_revoke=self._on_revoke,
@@ -101,7 +113,7 @@ class Worker:
             await self._loop_until_stopped()
         finally:
             if hasattr(self, "_consumer"):
-                await asyncio.to_thread(self._consumer.close)
+                await asyncio.to_thread(self.consumer.close)
             await mongo.close()
             log.info("worker_stopped", topology=t.name, owner=self.owner)
 
@@ -111,34 +123,47 @@ class Worker:
             self.topology.checkpoint.max_records,
         )
         last_commit, since_commit = time.monotonic(), 0
+        last_poll = 0.0
         batch = min(BATCH, max_records)
         while not self._stopping.is_set():
-            messages = await asyncio.to_thread(self._consumer.consume, batch, 0.2)
+            messages = await asyncio.to_thread(self.consumer.consume, batch, 0.2)
             if messages:
                 since_commit += await self._process(messages)
             self._apply_pauses()
+            if time.monotonic() - last_poll >= interval:
+                await self._control.poll()
+                last_poll = time.monotonic()
             if (
                 since_commit
                 and (since_commit >= max_records or time.monotonic() - last_commit >= interval)
             ) or self.committer.state_overdue():
-                await self._commit(self.committer.commit)
+                await self.commit(self.committer.commit)
                 last_commit, since_commit = time.monotonic(), 0
                 # Only right after a commit: the new transaction is empty, so waiting for
                 # MongoDB cannot run it into the transaction timeout.
                 await self.committer.backpressure()
-        await self._commit(self.committer.commit_all)
+        await self.commit(self.committer.commit_all)
 
-    async def _commit(self, commit: Callable[[object], Awaitable[bool]]) -> None:
-        if not await commit(self._consumer.consumer_group_metadata()):
+    async def commit(self, commit: Callable[[object], Awaitable[bool]]) -> None:
+        """Run `commit` (a `Committer` method); rewind to the checkpoints if it aborted."""
+        if not await commit(self.consumer.consumer_group_metadata()):
             await self._rewind()
 
     async def _rewind(self) -> None:
         """After an aborted transaction: start every partition again from its checkpoint."""
         await self.committer.settle()
-        numbers = list(self.parts)
+        await self.restart(list(self.parts))
+
+    async def restart(self, numbers: list[int]) -> None:
+        """Recover these assigned partitions and read each from its checkpoint again."""
         known = await asyncio.to_thread(self.known_offsets, numbers)
         for number in numbers:
-            self._consumer.seek(await self.recover(number, known[number]))
+            tp = await self.recover(number, known[number])
+            if tp is None or number in self.held:
+                self.pause(number)
+                continue
+            self.consumer.seek(tp)
+            self.consumer.resume([tp])
 
     # -- processing ---------------------------------------------------------------------
 
@@ -177,6 +202,7 @@ class Worker:
             self._dead_letter(part, [r for r in batch if r.offset in failures], failures)
         self._count_failures(part, batch, failures)
         part.next_offset = batch[-1].offset + 1
+        part.records_since_snapshot += len(batch)
         metrics.EVENTS.labels(**self._labels).inc(len(batch))
 
     def _emit(self, part: OwnedPartition, out: Event, topic: str) -> None:
@@ -235,27 +261,37 @@ class Worker:
     def _apply_pauses(self) -> None:
         if self._to_pause:
             topic = self.topology.source.topic
-            self._consumer.pause([TopicPartition(topic, n) for n in self._to_pause])
+            self.consumer.pause([TopicPartition(topic, n) for n in self._to_pause])
             self._to_pause.clear()
+
+    def forget(self, part: OwnedPartition) -> None:
+        """Stop processing a partition and drop its memory; it stays assigned and paused."""
+        if self.parts.get(part.number) is part:
+            del self.parts[part.number]
+        part.store.forget()
+        self.pause(part.number)
 
     def drop(self, part: OwnedPartition, reason: str) -> None:
         """Stop processing a partition another owner fenced us out of."""
         if self.parts.get(part.number) is not part:
             return  # already replaced by a newer assignment
-        del self.parts[part.number]
-        part.store.forget()
-        self.pause(part.number)
+        self.forget(part)
         metrics.FENCED.labels(**self._labels).inc()
         log.warning("partition_dropped", partition=part.number, reason=reason)
 
-    async def recover(self, number: int, known: Known) -> TopicPartition:
+    async def recover(self, number: int, known: Known) -> TopicPartition | None:
         """Take partition `number`: new epoch, then where to start and from where to emit.
 
         W is the checkpoint in MongoDB, C the committed offset in Kafka. Reading resumes at
         W; events in [W, C) rebuild state only, their outputs being committed already.
+        None if an operator holds the partition (a replay or a restore): it is left alone.
         """
         t = self.topology
         cp = await self._checkpoints.acquire(t.source.topic, number, self.owner)
+        if cp.held:
+            self.held.add(number)
+            log.info("partition_held", partition=number, status=cp.status)
+            return None
         if cp.offset is None:
             # First owner ever: pin where processing starts, so that a crash before the first
             # checkpoint replays from here and not from Kafka's committed offset.
@@ -269,7 +305,12 @@ class Worker:
             emit_from=max(cp.offset, known.committed or 0),
             failed=cp.status == "failed",
         )
+        await self._snapshotter.adopt(part)
         self.parts[number] = part
+        if part.failed:
+            self.held.add(number)
+        else:
+            self.held.discard(number)
         log.info(
             "partition_assigned",
             partition=number,
@@ -283,10 +324,10 @@ class Worker:
         """Kafka's view of these partitions: committed offsets (after pending transactional
         commits settle) and where a first owner starts. Blocking: the consumer's thread."""
         topic = self.topology.source.topic
-        found = self._consumer.committed([TopicPartition(topic, n) for n in numbers], timeout=30)
+        found = self.consumer.committed([TopicPartition(topic, n) for n in numbers], timeout=30)
         known = {}
         for tp in found:
-            low, high = self._consumer.get_watermark_offsets(tp, timeout=30)
+            low, high = self.consumer.get_watermark_offsets(tp, timeout=30)
             first = low if self.topology.source.start == "earliest" else high
             known[tp.partition] = Known(tp.offset if tp.offset >= 0 else None, first)
         return known
@@ -295,11 +336,13 @@ class Worker:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         known = self.known_offsets([tp.partition for tp in partitions])
-        starts = [self._call(self.recover(n, k)) for n, k in known.items()]
-        consumer.assign(starts)
-        failed = [tp for tp in starts if self.parts[tp.partition].failed]
-        if failed:
-            consumer.pause(failed)
+        self.assigned |= set(known)
+        starts = {n: self._call(self.recover(n, k)) for n, k in known.items()}
+        topic = self.topology.source.topic
+        consumer.assign([tp or TopicPartition(topic, n) for n, tp in starts.items()])
+        idle = [TopicPartition(topic, n) for n in starts if n in self.held]
+        if idle:
+            consumer.pause(idle)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Whether it commits or aborts, these partitions are given up: nothing to rewind.
@@ -316,6 +359,8 @@ class Worker:
             part.store.forget()
         self.parts.clear()
         self._to_pause.clear()
+        self.assigned.clear()
+        self.held.clear()
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()

@@ -8,17 +8,20 @@ is refused and learns it must stop.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
-from state.errors import Fenced
+from state.errors import Fenced, StateError
 from state.names import CHECKPOINTS, checkpoint_id
 from state.retry import with_retry
 
-Status = Literal["running", "failed", "replaying"]
+Status = Literal["running", "failed", "replaying", "paused"]
+# Held by an operator's hand-off (replay, restore): group members leave it alone.
+HELD = ("replaying", "paused")
 
 
 @dataclass(frozen=True)
@@ -32,9 +35,14 @@ class Checkpoint:
     epoch: int
     status: Status
     error: str | None
+    handoff: str | None = None  # id of the hand-off holding the partition
+    acked: bool = False  # its owner paused at a committed point
+    snapshot_request: str | None = None
+    changelog: int | None = None  # incremental mode: checkpoint the changelog reaches
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Checkpoint:
+        handoff = doc.get("handoff") or {}
         return cls(
             id=doc["_id"],
             topic=doc["topic"],
@@ -43,7 +51,24 @@ class Checkpoint:
             epoch=doc.get("epoch", 0),
             status=doc.get("status", "running"),
             error=doc.get("error"),
+            handoff=handoff.get("id"),
+            acked=handoff.get("acked", False),
+            snapshot_request=_pending_request(doc),
+            changelog=doc.get("changelog"),
         )
+
+    @property
+    def held(self) -> bool:
+        return self.status in HELD
+
+
+def _pending_request(doc: dict[str, Any]) -> str | None:
+    request = doc.get("snapshot_request")
+    return request if request and request != doc.get("snapshot_answered") else None
+
+
+class HandoffBusy(StateError):
+    """Another operation holds the partition."""
 
 
 def _now() -> dt.datetime:
@@ -57,51 +82,165 @@ class Checkpoints:
         self._coll = db[CHECKPOINTS]
         self._topology = topology
 
-    async def acquire(self, topic: str, partition: int, owner: str) -> Checkpoint:
-        """Take ownership: bump the epoch and return the checkpoint as the new owner."""
+    async def acquire(
+        self, topic: str, partition: int, owner: str, handoff: str | None = None
+    ) -> Checkpoint:
+        """Take ownership: bump the epoch and return the checkpoint as the new owner.
+
+        A partition held by a hand-off is taken only by that hand-off (`handoff`); anyone
+        else gets it back unchanged (`held`) and must leave it alone.
+        """
         cid = checkpoint_id(self._topology, topic, partition)
+        free: dict[str, Any] = {"status": {"$nin": list(HELD)}}
+        allowed = {"$or": [free, {"handoff.id": handoff}]} if handoff else free
+        update = {"$inc": {"epoch": 1}, "$set": {"owner": owner, "updated_at": _now()}}
         doc = await with_retry(
             lambda: self._coll.find_one_and_update(
-                {"_id": cid},
-                {
-                    "$inc": {"epoch": 1},
-                    "$set": {"owner": owner, "updated_at": _now()},
-                    "$setOnInsert": {
-                        "topology": self._topology,
-                        "topic": topic,
-                        "partition": partition,
-                        "offset": None,
-                        "status": "running",
-                    },
-                },
-                upsert=True,
-                return_document=ReturnDocument.AFTER,
+                {"_id": cid, **allowed}, update, return_document=ReturnDocument.AFTER
             )
         )
+        if doc is None:
+            doc = await with_retry(lambda: self._coll.find_one({"_id": cid}))
+        if doc is None:
+            insert = {
+                "topology": self._topology,
+                "topic": topic,
+                "partition": partition,
+                "offset": None,
+                "status": "running",
+            }
+            doc = await with_retry(
+                lambda: self._coll.find_one_and_update(
+                    {"_id": cid},
+                    {**update, "$setOnInsert": insert},
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
+            )
         assert doc is not None
         return Checkpoint.from_doc(doc)
 
     async def get(self, topic: str, partition: int) -> Checkpoint | None:
         """The checkpoint as stored, or None."""
-        doc = await self._coll.find_one({"_id": checkpoint_id(self._topology, topic, partition)})
+        doc = await self.raw(topic, partition)
         return Checkpoint.from_doc(doc) if doc else None
+
+    async def raw(self, topic: str, partition: int) -> dict[str, Any] | None:
+        """The stored document, every field (for the operations CLI)."""
+        cid = checkpoint_id(self._topology, topic, partition)
+        return await with_retry(lambda: self._coll.find_one({"_id": cid}))
 
     async def advance(self, cp: Checkpoint, offset: int) -> Checkpoint:
         """Move to `offset` (next to read); `Fenced` if the epoch moved on."""
         await self._conditional(cp, {"offset": offset})
-        return Checkpoint(cp.id, cp.topic, cp.partition, offset, cp.epoch, cp.status, cp.error)
+        return replace(cp, offset=offset)
 
     async def mark_failed(self, cp: Checkpoint, offset: int, error: str) -> Checkpoint:
         """Record that the partition stopped on repeated failures, with the last error."""
         await self._conditional(cp, {"offset": offset, "status": "failed", "error": error})
-        return Checkpoint(cp.id, cp.topic, cp.partition, offset, cp.epoch, "failed", error)
+        return replace(cp, offset=offset, status="failed", error=error)
 
-    async def epochs(self, ids: list[str]) -> dict[str, int]:
-        """Current epoch of each checkpoint id, with one query."""
-        docs = await with_retry(
-            lambda: self._coll.find({"_id": {"$in": ids}}, {"epoch": 1}).to_list(None)
+    async def current(self, ids: list[str]) -> dict[str, Checkpoint]:
+        """The stored checkpoints of these ids, with one query."""
+        docs = await with_retry(lambda: self._coll.find({"_id": {"$in": ids}}).to_list(None))
+        return {doc["_id"]: Checkpoint.from_doc(doc) for doc in docs}
+
+    async def all(self) -> list[dict[str, Any]]:
+        """Every checkpoint document of the topology, as stored."""
+        return await with_retry(
+            lambda: self._coll.find({"topology": self._topology}).sort("partition").to_list(None)
         )
-        return {doc["_id"]: doc.get("epoch", 0) for doc in docs}
+
+    # -- hand-off: an operator takes a partition from the group and gives it back ----------
+
+    async def begin_handoff(
+        self, topic: str, partition: int, status: Status, by: str, force: bool = False
+    ) -> Checkpoint:
+        """Mark the partition held (`replaying` or `paused`) so its owner pauses and acks.
+
+        `HandoffBusy` if another hand-off holds it, unless `force` (that one died).
+        """
+        cid = checkpoint_id(self._topology, topic, partition)
+        hid = f"{by}:{uuid.uuid4().hex[:8]}"
+        flt: dict[str, Any] = {"_id": cid}
+        if not force:
+            flt["status"] = {"$nin": list(HELD)}
+        doc = await with_retry(
+            lambda: self._coll.find_one_and_update(
+                flt,
+                {
+                    "$set": {
+                        "status": status,
+                        "handoff": {"id": hid, "by": by, "at": _now(), "acked": False},
+                        "updated_at": _now(),
+                    }
+                },
+                return_document=ReturnDocument.AFTER,
+            )
+        )
+        if doc is None:
+            current = await self.raw(topic, partition)
+            if current is None:
+                raise StateError(f"partition {partition} has never been processed: no checkpoint")
+            holder = (current.get("handoff") or {}).get("by", "?")
+            raise HandoffBusy(
+                f"partition {partition} is {current.get('status')} by {holder}; "
+                "if that operation died, run again with --force"
+            )
+        return Checkpoint.from_doc(doc)
+
+    async def ack_handoff(self, cid: str, handoff: str) -> None:
+        """The group member assigned the partition paused it at a committed point."""
+        await with_retry(
+            lambda: self._coll.update_one(
+                {"_id": cid, "handoff.id": handoff}, {"$set": {"handoff.acked": True}}
+            )
+        )
+
+    async def end_handoff(self, cp: Checkpoint, status: Status = "running") -> None:
+        """Give the partition back to the group; `Fenced` if someone else took it meanwhile."""
+        result = await with_retry(
+            lambda: self._coll.update_one(
+                {"_id": cp.id, "epoch": cp.epoch, "handoff.id": cp.handoff},
+                {
+                    "$set": {"status": status, "updated_at": _now()},
+                    "$unset": {"handoff": "", **({"error": ""} if status == "running" else {})},
+                },
+            )
+        )
+        if result.matched_count == 0:
+            raise Fenced(f"checkpoint {cp.id}", cp.epoch)
+
+    async def cancel_handoff(self, cp: Checkpoint, status: Status) -> None:
+        """Undo a hand-off that never fenced the owner (its epoch is unchanged)."""
+        await with_retry(
+            lambda: self._coll.update_one(
+                {"_id": cp.id, "handoff.id": cp.handoff},
+                {"$set": {"status": status}, "$unset": {"handoff": ""}},
+            )
+        )
+
+    # -- snapshots and changelog bookkeeping ---------------------------------------------
+
+    async def request_snapshot(self, topic: str, partition: int) -> str:
+        """Ask the owner for a snapshot at its next state checkpoint; the request id."""
+        rid = uuid.uuid4().hex[:12]
+        cid = checkpoint_id(self._topology, topic, partition)
+        await with_retry(
+            lambda: self._coll.update_one({"_id": cid}, {"$set": {"snapshot_request": rid}})
+        )
+        return rid
+
+    async def snapshot_taken(self, cp: Checkpoint, version: int, request: str | None) -> None:
+        """Record the newest version and answer the request it served."""
+        update: dict[str, Any] = {"$max": {"snapshot": version}}
+        if request:
+            update["$set"] = {"snapshot_answered": request}
+        await with_retry(lambda: self._coll.update_one({"_id": cp.id}, update))
+
+    async def changelog_reaches(self, cp: Checkpoint, offset: int) -> Checkpoint:
+        await self._conditional(cp, {"changelog": offset})
+        return replace(cp, changelog=offset)
 
     async def _conditional(self, cp: Checkpoint, fields: dict[str, Any]) -> None:
         result = await with_retry(

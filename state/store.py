@@ -16,6 +16,7 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 
 from config.state import Stamped
+from state.chunks import Record
 from state.errors import Fenced, StateError
 from state.names import state_id
 from state.retry import with_retry
@@ -105,7 +106,7 @@ class PartitionStore:
         self._dirty.clear()
         self._flushing.clear()
 
-    def flush(self, epoch: int) -> Awaitable[int]:
+    def flush(self, epoch: int) -> Awaitable[list[Record]]:
         """Take the dirty keys now; the awaitable writes them conditional on `epoch`.
 
         The keys are taken at the call, so processing may go on while the write runs; puts
@@ -113,6 +114,7 @@ class PartitionStore:
         from memory. `Fenced` if a newer owner wrote first: MongoDB applies the other
         statements of an unordered command, FerretDB 1.x stops at the first failure; either
         way the per-key `off` stamps make what did apply harmless, and this writer stops.
+        The awaitable returns what it wrote, for the changelog.
         """
         assert not self._flushing, "one flush at a time"
         self._flushing, self._dirty = self._dirty, {}
@@ -138,14 +140,13 @@ class PartitionStore:
         ]
         return self._write(statements, epoch)
 
-    async def _write(self, statements: list[dict[str, Any]], epoch: int) -> int:
+    async def _write(self, statements: list[dict[str, Any]], epoch: int) -> list[Record]:
         for start in range(0, len(statements), self._chunk):
             await self._send(statements[start : start + self._chunk], epoch)
-        self.tombstones += sum(
-            1 for *_, stamped in self._flushing.values() if stamped.value is None
-        )
+        written = [(op, key, v, off) for op, key, (v, off) in self._flushing.values()]
+        self.tombstones += sum(1 for *_, value, _ in written if value is None)
         self._flushing = {}
-        return len(statements)
+        return written
 
     async def _send(self, statements: list[dict[str, Any]], epoch: int) -> None:
         # A raw command rather than bulk_write: pymongo's bulk result merge expects
@@ -159,6 +160,16 @@ class PartitionStore:
         if errors or reply.get("writeConcernError"):
             first = errors[0] if errors else reply["writeConcernError"]
             raise StateError(f"state flush of partition {self.partition} failed: {first}")
+
+    async def changed_since(self, offset: int) -> list[Record]:
+        """Every key whose last change is at or after `offset`, as stored."""
+        docs = await with_retry(
+            lambda: self._coll.find(
+                {"p": self.partition, "off": {"$gte": offset}},
+                {"_id": 0, "op": 1, "k": 1, "v": 1, "off": 1},
+            ).to_list(None)
+        )
+        return [(d["op"], d["k"], d["v"], d["off"]) for d in docs]
 
     async def sweep_tombstones(self, epoch: int, below: int) -> int:
         """Remove deletes the checkpoint has passed: recovery never replays below it."""

@@ -1,0 +1,288 @@
+"""Versioned snapshots of one partition's state: take, list, restore, prune.
+
+A snapshot is a consistent cut of the partition's state at a checkpoint offset. The caller
+guarantees the cut: it holds the partition's epoch and nothing flushes the partition while
+the snapshot reads (the owner takes it inside its serialized state checkpoint, right after
+the checkpoint moved; the replay and the CLI after fencing the owner).
+
+A version is written payload first, manifest last, so a crash leaves no listed snapshot
+that cannot be restored; a retried version replaces its leftover chunks. In incremental
+mode a version is either a full base or a delta manifest: base + the changelog up to it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from state import chunks
+from state.changelog import Changelog
+from state.errors import StateError
+from state.names import state_collection, state_id
+from state.retry import with_retry
+
+SNAPSHOTS = "snapshots"
+Kind = Literal["full", "delta"]
+
+
+class SnapshotNotFound(StateError):
+    """No such version (or none at all) for the partition."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One snapshot version: what it holds and where it was taken."""
+
+    topology: str
+    partition: int
+    version: int
+    offset: int  # the checkpoint it is a cut at: the next offset to read
+    created_at: dt.datetime
+    keys: int
+    bytes: int
+    chunks: int
+    checksum: str
+    topology_hash: str
+    kind: Kind = "full"
+    base: int | None = None  # for a delta: the full version it builds on
+
+    @property
+    def id(self) -> str:
+        return manifest_id(self.topology, self.partition, self.version)
+
+    def age(self, now: dt.datetime | None = None) -> float:
+        return ((now or _now()) - self.created_at).total_seconds()
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Manifest:
+        fields = {k: doc[k] for k in cls.__dataclass_fields__ if k in doc}
+        created = fields["created_at"]
+        if created.tzinfo is None:  # BSON dates come back naive unless tz_aware
+            fields["created_at"] = created.replace(tzinfo=dt.UTC)
+        return cls(**fields)
+
+
+def manifest_id(topology: str, partition: int, version: int) -> str:
+    return f"{topology}:{partition}:{version}"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class Snapshots:
+    """The snapshots of one topology."""
+
+    def __init__(self, db: AsyncDatabase[Any], topology: str, chunk_bytes: int = 1 << 20) -> None:
+        self._db = db
+        self._manifests = db[SNAPSHOTS]
+        self._chunks = db[chunks.CHUNKS]
+        self._state = db[state_collection(topology)]
+        self.topology = topology
+        self._chunk_bytes = chunk_bytes
+        self.changelog = Changelog(db, topology, chunk_bytes)
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def versions(self, partition: int) -> list[Manifest]:
+        """Every version of the partition, oldest first."""
+        docs = await with_retry(
+            lambda: (
+                self._manifests.find({"topology": self.topology, "partition": partition})
+                .sort("version", 1)
+                .to_list(None)
+            )
+        )
+        return [Manifest.from_doc(d) for d in docs]
+
+    async def latest(self, partition: int) -> Manifest | None:
+        found = await self.versions(partition)
+        return found[-1] if found else None
+
+    async def get(self, partition: int, version: int | None = None) -> Manifest:
+        """Version `version` (newest if None); `SnapshotNotFound` if absent."""
+        if version is None:
+            found = await self.latest(partition)
+        else:
+            doc = await with_retry(
+                lambda: self._manifests.find_one(
+                    {"_id": manifest_id(self.topology, partition, version)}
+                )
+            )
+            found = Manifest.from_doc(doc) if doc else None
+        if found is None:
+            which = "any version" if version is None else f"version {version}"
+            raise SnapshotNotFound(f"partition {partition} has no snapshot {which}")
+        return found
+
+    async def at_or_before(self, partition: int, offset: int) -> Manifest | None:
+        """The newest version cut at or before `offset`."""
+        found = [m for m in await self.versions(partition) if m.offset <= offset]
+        return found[-1] if found else None
+
+    async def verify(self, manifest: Manifest) -> None:
+        """Check every chunk (and the changelog a delta needs); `CorruptPayload` if not intact."""
+        base = await self._base(manifest)
+        await chunks.verify(self._chunks, base.id, base.chunks, base.checksum)
+        if manifest.kind == "delta":
+            async for _ in self.changelog.records(manifest.partition, base.offset, manifest.offset):
+                pass
+
+    async def records(self, manifest: Manifest) -> AsyncIterator[chunks.Record]:
+        """The state records of a version; a delta's base first, then its changelog in order."""
+        base = await self._base(manifest)
+        async for record in chunks.records(self._chunks, base.id, base.chunks, base.checksum):
+            yield record
+        if manifest.kind == "delta":
+            async for record in self.changelog.records(
+                manifest.partition, base.offset, manifest.offset
+            ):
+                yield record
+
+    async def _base(self, manifest: Manifest) -> Manifest:
+        if manifest.kind == "full":
+            return manifest
+        assert manifest.base is not None
+        return await self.get(manifest.partition, manifest.base)
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def take(
+        self, partition: int, offset: int, topology_hash: str, kind: Kind = "full"
+    ) -> Manifest:
+        """Write the next version: a cut of the partition's state as it is now, at `offset`."""
+        latest = await self.latest(partition)
+        version = latest.version + 1 if latest else 1
+        mid = manifest_id(self.topology, partition, version)
+        if kind == "delta" and (latest is None or latest.offset > offset):
+            kind = "full"  # nothing to build on
+        if kind == "full":
+            written = await chunks.write_payload(
+                self._chunks, mid, self._live_records(partition), self._chunk_bytes
+            )
+            base = None
+            keys, size, parts, checksum = (
+                written.keys,
+                written.bytes,
+                written.chunks,
+                written.checksum,
+            )
+        else:
+            assert latest is not None
+            base = latest.base if latest.kind == "delta" else latest.version
+            keys = await with_retry(
+                lambda: self._state.count_documents({"p": partition, "del": {"$ne": True}})
+            )
+            size = await self.changelog.bytes_between(partition, latest.offset, offset)
+            parts, checksum = 0, ""
+        manifest = Manifest(
+            self.topology,
+            partition,
+            version,
+            offset,
+            _now(),
+            keys,
+            size,
+            parts,
+            checksum,
+            topology_hash,
+            kind,
+            base,
+        )
+        doc = {"_id": mid, **manifest.__dict__}
+        try:
+            await with_retry(lambda: self._manifests.insert_one(doc))
+        except DuplicateKeyError as exc:
+            raise StateError(f"snapshot {mid} was written concurrently") from exc
+        return manifest
+
+    async def _live_records(self, partition: int) -> AsyncIterator[chunks.Record]:
+        cursor = self._state.find(
+            {"p": partition, "del": {"$ne": True}},
+            {"_id": 0, "op": 1, "k": 1, "v": 1, "off": 1},
+            batch_size=10_000,
+        )
+        async for doc in cursor:
+            yield (doc["op"], doc["k"], doc["v"], doc["off"])
+
+    async def restore(self, manifest: Manifest, epoch: int) -> int:
+        """Replace the partition's state with the version's; the number of keys written.
+
+        Every checksum is verified first, so a corrupt snapshot changes nothing. The caller
+        holds `epoch` and moves the checkpoint to `manifest.offset` afterwards.
+        """
+        await self.verify(manifest)
+        await self.clear(manifest.partition)
+        latest: dict[str, dict[str, Any]] = {}
+        written = 0
+        now = _now()
+        async for op, key, value, off in self.records(manifest):
+            sid = state_id(op, manifest.partition, key)
+            latest[sid] = {
+                "_id": sid,
+                **{"op": op, "k": key, "p": manifest.partition, "v": value, "off": off},
+                **{"ep": epoch, "ts": now, "del": value is None},
+            }
+            # A full payload has each key once: write as it streams. A delta's changelog
+            # rewrites keys, so its records are coalesced first.
+            if manifest.kind == "full" and len(latest) >= 2000:
+                written += await self._insert(list(latest.values()))
+                latest.clear()
+        live = [d for d in latest.values() if not d["del"]]
+        written += await self._insert(live)
+        await self.forget_after(manifest.partition, manifest.offset)
+        return written
+
+    async def _insert(self, docs: list[dict[str, Any]]) -> int:
+        for start in range(0, len(docs), 2000):
+            batch = docs[start : start + 2000]
+            await with_retry(lambda b=batch: self._state.insert_many(b, ordered=False))  # type: ignore[misc]
+        return len(docs)
+
+    async def clear(self, partition: int) -> None:
+        """Remove the partition's state (replay from the start, or before a restore)."""
+        await with_retry(lambda: self._state.delete_many({"p": partition}))
+
+    async def forget_after(self, partition: int, offset: int) -> None:
+        """The partition's history after `offset` is about to be rewritten: drop the changelog
+        from there and the delta versions that rely on it (full versions stay restorable)."""
+        await self.changelog.truncate_from(partition, offset)
+        flt = {
+            "topology": self.topology,
+            "partition": partition,
+            "kind": "delta",
+            "offset": {"$gt": offset},
+        }
+        await with_retry(lambda: self._manifests.delete_many(flt))
+
+    async def prune(
+        self, partition: int, retain: int, max_age: float | None, now: dt.datetime | None = None
+    ) -> list[int]:
+        """Apply the retention policy; the versions removed, oldest first.
+
+        Kept: the newest `retain` versions, minus those older than `max_age`, but always the
+        newest one (a partition is never left without a restore point) and any full base a
+        kept delta builds on. Changelog entries older than the oldest kept base go too.
+        """
+        found = await self.versions(partition)
+        if not found:
+            return []
+        now = now or _now()
+        keep = {m.version for m in found[-retain:] if max_age is None or m.age(now) <= max_age}
+        keep.add(found[-1].version)
+        keep |= {m.base for m in found if m.version in keep and m.base is not None}
+        gone = [m for m in found if m.version not in keep]
+        if gone:
+            ids = [m.id for m in gone]
+            # Manifests first: a crash midway leaves unlisted chunks, never a listed
+            # snapshot without its payload.
+            await with_retry(lambda: self._manifests.delete_many({"_id": {"$in": ids}}))
+            await chunks.delete_payloads(self._chunks, ids)
+        oldest_base = min(m.offset for m in found if m.version in keep and m.kind == "full")
+        await self.changelog.truncate_before(partition, oldest_base)
+        return [m.version for m in gone]
