@@ -21,19 +21,28 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
+from config import Topology
 from processor import faults, metrics
 from processor.partition import OwnedPartition
 from processor.snapshotting import Snapshotter
 from state import Checkpoints, Fenced
 from state.chunks import Record
 
-if TYPE_CHECKING:
-    from processor.worker import Worker
+
+class Owner(Protocol):
+    """What the protocol needs of whoever owns partitions: a worker, or a replay."""
+
+    topology: Topology
+    parts: dict[int, OwnedPartition]
+
+    def drop(self, part: OwnedPartition, reason: str) -> None:
+        """Stop processing a partition a newer epoch took."""
+
 
 log = structlog.get_logger("tidemark.commit")
 TIMEOUT = 60.0
@@ -44,7 +53,7 @@ class Committer:
 
     def __init__(
         self,
-        worker: Worker,
+        worker: Owner,
         producer: Producer,
         checkpoints: Checkpoints,
         snapshotter: Snapshotter,
@@ -206,7 +215,7 @@ class Committer:
         # While replaying [W, C) the position is below C: Kafka's committed offset must not
         # move back, or outputs of [position, C) would be emitted again after a crash.
         offsets = [
-            TopicPartition(topic, p.number, max(p.next_offset, p.emit_from))
+            TopicPartition(topic, p.number, max(p.next_offset, p.emit_from, p.commit_floor))
             for p in parts
             if p.next_offset is not None
         ]

@@ -100,3 +100,32 @@ def check_topics(topology: Topology) -> dict[str, int]:
                 raise
         counts[topology.dead_letter_topic] = counts[topology.source.topic]
     return counts
+
+
+def group_owners(topology: Topology) -> dict[int, str]:
+    """Which group member (client id @ host) is assigned each source partition now."""
+    admin = AdminClient(_base(topology))
+    future = admin.describe_consumer_groups([topology.name], request_timeout=15)[topology.name]
+    owners = {}
+    for member in future.result().members:
+        for tp in member.assignment.topic_partitions if member.assignment else []:
+            if tp.topic == topology.source.topic:
+                owners[tp.partition] = f"{member.client_id}@{member.host.lstrip('/')}"
+    return owners
+
+
+def offsets_reader(topology: Topology) -> Consumer:
+    """A consumer that only looks: watermarks, committed offsets and offsets for times.
+
+    It carries the group id to read the group's committed offsets but never subscribes,
+    so it does not join the group.
+    """
+    return Consumer(
+        {
+            **_base(topology),
+            "group.id": topology.name,
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            **topology.kafka.consumer,
+        }
+    )

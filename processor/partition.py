@@ -22,6 +22,9 @@ class OwnedPartition:
     states: dict[str, State]
     emit_from: int
     next_offset: int | None = None  # one past the last event processed
+    # Kafka's committed offset never moves below this: a replay that re-emits (`--emit`)
+    # starts emitting below C but must not move C back.
+    commit_floor: int = 0
     consecutive_failures: int = 0
     last_error: str | None = None
     failed: bool = False

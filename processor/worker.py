@@ -18,19 +18,17 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import orjson
 import structlog
 from confluent_kafka import Consumer, Message, TopicPartition
 from pymongo import AsyncMongoClient
 
 from config import Topology
-from operators import Event, build_pipeline
+from operators import build_pipeline
 from processor import kafka, metrics
 from processor.commit import Committer
 from processor.control import Control
-from processor.deadletters import dead_letter
-from processor.decoding import Decoder
 from processor.partition import OwnedPartition
+from processor.processing import BatchProcessor, Raw
 from processor.snapshotting import Snapshotter
 from state import Checkpoints, PartitionStore, ensure_collections
 from state.names import state_collection
@@ -47,16 +45,6 @@ class Known:
     first_start: int
 
 
-@dataclass(slots=True)
-class Raw:
-    """The parts of a consumed message the runtime uses."""
-
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: int
-
-
 log = structlog.get_logger("tidemark.worker")
 BATCH = 2000
 
@@ -69,7 +57,6 @@ class Worker:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self.pipeline = build_pipeline(topology)
         self.parts: dict[int, OwnedPartition] = {}
-        self._decoder = Decoder(topology.source)
         self._stopping = asyncio.Event()
         self._labels = {"topology": topology.name}
         self._to_pause: set[int] = set()
@@ -87,7 +74,7 @@ class Worker:
         counts = await asyncio.to_thread(kafka.check_topics, t)
         # Outputs keep their input's partition number when the sink is partitioned alike.
         sink_partitions = counts.get(t.sink.topic) if t.sink else None
-        self._sink_partition = sink_partitions == counts[t.source.topic]
+        sink_partitioned = sink_partitions == counts[t.source.topic]
         mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(t.mongo.uri, appname=self.owner)
         try:
             db = mongo[t.mongo.database]
@@ -102,6 +89,7 @@ class Worker:
                 self, kafka.producer(t, self.owner), self._checkpoints, self._snapshotter
             )
             self._control = Control(self, self._checkpoints)
+            self._batches = BatchProcessor(t, self.pipeline, self.committer, sink_partitioned)
             await self.committer.start()
             self.consumer.subscribe(
                 [t.source.topic],
@@ -178,79 +166,11 @@ class Worker:
         for number, batch in batches.items():
             part = self.parts.get(number)
             if part is not None and not part.failed:
-                await self._process_partition(part, batch)
+                await self._batches.run(part, batch)
+                if part.failed:
+                    self.pause(number)
+                    self.held.add(number)
         return sum(len(b) for b in batches.values())
-
-    async def _process_partition(self, part: OwnedPartition, batch: list[Raw]) -> None:
-        failures: dict[int, Exception] = {}
-        events: list[Event] = []
-        for r in batch:
-            try:
-                events.append(self._decoder.decode(r.key, r.value, r.offset, r.timestamp))
-            except ValueError as exc:
-                failures[r.offset] = exc
-
-        def on_error(event: Event, exc: Exception) -> None:
-            failures[event.offset] = exc
-
-        outputs = await self.pipeline.process(events, part.states, on_error)
-        sink = self.topology.sink
-        for out in outputs:
-            if sink is not None and out.offset >= part.emit_from:
-                self._emit(part, out, sink.topic)
-        if failures:
-            self._dead_letter(part, [r for r in batch if r.offset in failures], failures)
-        self._count_failures(part, batch, failures)
-        part.next_offset = batch[-1].offset + 1
-        part.records_since_snapshot += len(batch)
-        metrics.EVENTS.labels(**self._labels).inc(len(batch))
-
-    def _emit(self, part: OwnedPartition, out: Event, topic: str) -> None:
-        key = out.key.encode() if out.key is not None else None
-        value = orjson.dumps(out.value)
-        if self._sink_partition:
-            self.committer.produce(topic, key, value, partition=part.number)
-        else:
-            self.committer.produce(topic, key, value)
-        metrics.OUTPUTS.labels(**self._labels).inc()
-
-    def _dead_letter(
-        self, part: OwnedPartition, failed: list[Raw], errors: dict[int, Exception]
-    ) -> None:
-        topic = self.topology.source.topic
-        for r in failed:
-            if r.offset < part.emit_from:
-                continue  # dead-lettered before the crash, in a committed transaction
-            error = errors[r.offset]
-            letter = dead_letter(r.key, r.value, topic, part.number, r.offset, error)
-            self.committer.produce(
-                self.topology.dead_letter_topic, letter.key, letter.value, headers=letter.headers
-            )
-            metrics.DEAD_LETTERS.labels(**self._labels).inc()
-            log.warning(
-                "dead_letter",
-                partition=part.number,
-                offset=r.offset,
-                error=type(error).__name__,
-                reason=str(error)[:300],
-            )
-
-    def _count_failures(
-        self, part: OwnedPartition, batch: list[Raw], failures: dict[int, Exception]
-    ) -> None:
-        for r in batch:
-            exc = failures.get(r.offset)
-            if exc is None:
-                part.consecutive_failures = 0
-                continue
-            part.consecutive_failures += 1
-            part.last_error = f"{type(exc).__name__}: {exc}"[:2000]
-        if part.consecutive_failures >= self.topology.errors.max_consecutive_failures:
-            # Everything up to the end of this batch is handled; the commit records the
-            # failure with the checkpoint and the partition stays paused until replayed.
-            part.failed = True
-            self.pause(part.number)
-            log.error("partition_failed", partition=part.number, error=part.last_error)
 
     # -- ownership ----------------------------------------------------------------------
 

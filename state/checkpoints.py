@@ -197,14 +197,14 @@ class Checkpoints:
             )
         )
 
-    async def end_handoff(self, cp: Checkpoint, status: Status = "running") -> None:
+    async def end_handoff(self, cp: Checkpoint, status: Status, error: str | None = None) -> None:
         """Give the partition back to the group; `Fenced` if someone else took it meanwhile."""
         result = await with_retry(
             lambda: self._coll.update_one(
                 {"_id": cp.id, "epoch": cp.epoch, "handoff.id": cp.handoff},
                 {
-                    "$set": {"status": status, "updated_at": _now()},
-                    "$unset": {"handoff": "", **({"error": ""} if status == "running" else {})},
+                    "$set": {"status": status, "error": error, "updated_at": _now()},
+                    "$unset": {"handoff": ""},
                 },
             )
         )

@@ -1,0 +1,82 @@
+"""The operator's side of a hand-off: take one partition from the group, give it back.
+
+Order (docs/ARCHITECTURE.md, "Replay and hand-off"):
+
+1. Mark the checkpoint document `replaying` or `paused` with a hand-off id.
+2. If a group member is assigned the partition, wait until it acknowledges: it paused the
+   partition and committed everything it had processed, so no commit of its is in flight.
+3. Fence: bump the epoch as the hand-off. From here any write of the old owner fails.
+4. ... the operation (restore, replay, snapshot) ...
+5. Give back: status `running` (or `failed`), hand-off cleared; the member recovers the
+   partition like a new assignment, from the checkpoint the operation left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+
+import structlog
+
+from config import Topology
+from processor import kafka
+from state import Checkpoint, Checkpoints
+from state.checkpoints import Status
+
+log = structlog.get_logger("tidemark.handoff")
+
+
+class HandoffTimeout(Exception):
+    """The partition's owner did not pause in time; nothing was changed."""
+
+
+def operator_name(what: str) -> str:
+    return f"{what}:{socket.gethostname()}:{os.getpid()}"
+
+
+async def take_over(
+    topology: Topology,
+    checkpoints: Checkpoints,
+    partition: int,
+    status: Status,
+    by: str,
+    force: bool = False,
+    ack_timeout: float = 60.0,
+) -> tuple[Checkpoint, Status]:
+    """Hold `partition` as `status`; the fenced checkpoint (our epoch) and the status before."""
+    topic = topology.source.topic
+    before = await checkpoints.get(topic, partition)
+    previous: Status = "running"
+    if before is not None and before.status == "failed":
+        previous = "failed"
+    marked = await checkpoints.begin_handoff(topic, partition, status, by, force)
+    owners = await asyncio.to_thread(kafka.group_owners, topology)
+    owner = owners.get(partition)
+    if owner is not None:
+        log.info("waiting_for_owner", partition=partition, owner=owner)
+        deadline = time.monotonic() + ack_timeout
+        while True:
+            current = await checkpoints.get(topic, partition)
+            if current is not None and current.acked and current.handoff == marked.handoff:
+                break
+            if time.monotonic() > deadline:
+                await checkpoints.cancel_handoff(marked, previous)
+                raise HandoffTimeout(
+                    f"partition {partition}: its owner {owner} did not pause within "
+                    f"{ack_timeout:.0f}s; nothing was changed. Is the worker stuck? "
+                    "Stop it or try again."
+                )
+            await asyncio.sleep(0.2)  # polling a document: there is no change stream here
+    fenced = await checkpoints.acquire(topic, partition, by, handoff=marked.handoff)
+    log.info("partition_taken", partition=partition, epoch=fenced.epoch, status=status)
+    return fenced, previous
+
+
+async def give_back(
+    checkpoints: Checkpoints, cp: Checkpoint, status: Status, error: str | None = None
+) -> None:
+    """End the hand-off; the group member assigned the partition resumes it."""
+    await checkpoints.end_handoff(cp, status, error)
+    log.info("partition_given_back", partition=cp.partition, status=status)

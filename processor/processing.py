@@ -1,0 +1,115 @@
+"""One partition's batch: decode, run the pipeline, put outputs and dead letters into the
+open Kafka transaction. Shared by the worker and the replay."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+import structlog
+
+from config import Topology
+from operators import Event
+from operators.pipeline import Pipeline
+from processor import metrics
+from processor.commit import Committer
+from processor.deadletters import dead_letter
+from processor.decoding import Decoder
+from processor.partition import OwnedPartition
+
+log = structlog.get_logger("tidemark.worker")
+
+
+@dataclass(slots=True)
+class Raw:
+    """The parts of a consumed message the runtime uses."""
+
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp: int
+
+
+class BatchProcessor:
+    """Runs batches of one topology; outputs below a partition's `emit_from` are suppressed."""
+
+    def __init__(
+        self, topology: Topology, pipeline: Pipeline, committer: Committer, sink_partitioned: bool
+    ) -> None:
+        self.topology = topology
+        self.pipeline = pipeline
+        self.committer = committer
+        self._decoder = Decoder(topology.source)
+        self._sink_partitioned = sink_partitioned
+        self._labels = {"topology": topology.name}
+
+    async def run(self, part: OwnedPartition, batch: list[Raw]) -> None:
+        """Process one partition's batch; `part.failed` is set past the failure limit."""
+        failures: dict[int, Exception] = {}
+        events: list[Event] = []
+        for r in batch:
+            try:
+                events.append(self._decoder.decode(r.key, r.value, r.offset, r.timestamp))
+            except ValueError as exc:
+                failures[r.offset] = exc
+
+        def on_error(event: Event, exc: Exception) -> None:
+            failures[event.offset] = exc
+
+        outputs = await self.pipeline.process(events, part.states, on_error)
+        sink = self.topology.sink
+        for out in outputs:
+            if sink is not None and out.offset >= part.emit_from:
+                self._emit(part, out, sink.topic)
+        if failures:
+            self._dead_letter(part, [r for r in batch if r.offset in failures], failures)
+        self._count_failures(part, batch, failures)
+        part.next_offset = batch[-1].offset + 1
+        part.records_since_snapshot += len(batch)
+        metrics.EVENTS.labels(**self._labels).inc(len(batch))
+
+    def _emit(self, part: OwnedPartition, out: Event, topic: str) -> None:
+        key = out.key.encode() if out.key is not None else None
+        value = orjson.dumps(out.value)
+        if self._sink_partitioned:
+            self.committer.produce(topic, key, value, partition=part.number)
+        else:
+            self.committer.produce(topic, key, value)
+        metrics.OUTPUTS.labels(**self._labels).inc()
+
+    def _dead_letter(
+        self, part: OwnedPartition, failed: list[Raw], errors: dict[int, Exception]
+    ) -> None:
+        topic = self.topology.source.topic
+        for r in failed:
+            if r.offset < part.emit_from:
+                continue  # dead-lettered before the crash, in a committed transaction
+            error = errors[r.offset]
+            letter = dead_letter(r.key, r.value, topic, part.number, r.offset, error)
+            self.committer.produce(
+                self.topology.dead_letter_topic, letter.key, letter.value, headers=letter.headers
+            )
+            metrics.DEAD_LETTERS.labels(**self._labels).inc()
+            log.warning(
+                "dead_letter",
+                partition=part.number,
+                offset=r.offset,
+                error=type(error).__name__,
+                reason=str(error)[:300],
+            )
+
+    def _count_failures(
+        self, part: OwnedPartition, batch: list[Raw], failures: dict[int, Exception]
+    ) -> None:
+        for r in batch:
+            exc = failures.get(r.offset)
+            if exc is None:
+                part.consecutive_failures = 0
+                continue
+            part.consecutive_failures += 1
+            part.last_error = f"{type(exc).__name__}: {exc}"[:2000]
+        if part.consecutive_failures >= self.topology.errors.max_consecutive_failures:
+            # Everything up to the end of this batch is handled; the commit records the
+            # failure with the checkpoint and the partition stays paused until replayed.
+            part.failed = True
+            log.error("partition_failed", partition=part.number, error=part.last_error)

@@ -1,0 +1,278 @@
+"""Rebuild one partition while the rest of the group keeps running.
+
+The replay takes the partition from the group (`handoff.py`), restores a starting state
+(a snapshot, or nothing when replaying from the start), and reprocesses its records up to
+the end offset seen at the start with the same batch processor and commit protocol as a
+worker: outputs and Kafka's committed offset in one transaction, then state, then the
+checkpoint. Kafka accepts transactional offset commits from a producer outside the group
+(generation -1), so a replay killed midway is resumed like a worker recovery. Outputs of
+offsets below C (committed before the replay) are suppressed unless `--emit`; outputs of
+newer offsets are always produced, once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import structlog
+from confluent_kafka import TopicPartition
+from pymongo.asynchronous.database import AsyncDatabase
+from tqdm import tqdm
+
+from config import Topology
+from operators import build_pipeline
+from processor import kafka
+from processor.commit import Committer
+from processor.handoff import give_back, operator_name, take_over
+from processor.partition import OwnedPartition
+from processor.processing import BatchProcessor, Raw
+from processor.snapshotting import Snapshotter
+from state import Checkpoints, PartitionStore, StateError
+from state.names import state_collection
+from state.snapshots import Manifest, Snapshots
+
+log = structlog.get_logger("tidemark.replay")
+From = Literal["snapshot", "start", "offset", "time", "checkpoint"]
+
+
+class ReplayError(Exception):
+    """The replay cannot run as asked, or failed; the message says why."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """What the operator asked for."""
+
+    partition: int
+    source: From
+    version: int | None = None
+    offset: int | None = None
+    time: dt.datetime | None = None
+    to_offset: int | None = None
+    emit: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a replay will do, decided from the partition's state when it starts."""
+
+    partition: int
+    restore_version: int | None  # restore this snapshot first
+    clear_state: bool  # start from empty state
+    begin: int  # first offset read
+    emit_from: int  # outputs of offsets below this are suppressed
+    end: int  # offsets up to here (exclusive) are processed
+    checkpoint: int | None  # W before the replay
+    committed: int | None  # C before the replay
+    log_start: int
+    log_end: int
+
+    def describe(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Replay:
+    """One replay of one partition; satisfies the commit protocol's `Owner`."""
+
+    def __init__(self, topology: Topology, db: AsyncDatabase[Any], progress: bool = True) -> None:
+        self.topology = topology
+        self.parts: dict[int, OwnedPartition] = {}
+        self._db = db
+        self._progress = progress
+        self._checkpoints = Checkpoints(db, topology.name)
+        self._snapshots = Snapshots(db, topology.name, topology.snapshots.chunk_bytes)
+        self._fenced: str | None = None
+
+    def drop(self, part: OwnedPartition, reason: str) -> None:
+        self.parts.pop(part.number, None)
+        self._fenced = reason
+
+    async def plan(self, request: Request) -> Plan:
+        """Decide start, end and what to restore; changes nothing."""
+        t, p = self.topology, request.partition
+        reader = kafka.offsets_reader(t)
+        try:
+            low, high, committed, at_time = await asyncio.to_thread(
+                _kafka_view, reader, t.source.topic, p, request.time
+            )
+        finally:
+            await asyncio.to_thread(reader.close)
+        cp = await self._checkpoints.get(t.source.topic, p)
+        checkpoint = cp.offset if cp else None
+        target = request.offset if request.source == "offset" else at_time
+        manifest: Manifest | None = None
+        if request.source == "snapshot":
+            manifest = await self._snapshots.get(p, request.version)
+        elif request.source in ("offset", "time"):
+            assert target is not None
+            manifest = await self._snapshots.at_or_before(p, target)
+            if manifest is None and low > 0:
+                raise ReplayError(
+                    f"no snapshot at or before offset {target} and the log starts at {low}: "
+                    "the records before it are gone"
+                )
+        if request.source == "checkpoint":
+            begin = checkpoint if checkpoint is not None else low
+        else:
+            begin = manifest.offset if manifest else low
+        if begin < low:
+            raise ReplayError(f"offset {begin} is before the log start {low}: records are gone")
+        end = request.to_offset if request.to_offset is not None else high
+        if request.source == "checkpoint":
+            end = max(begin, committed or begin)
+        if not begin <= end <= high:
+            raise ReplayError(f"end offset {end} must be within [{begin}, {high}]")
+        silent = target if target is not None else begin
+        emit_from = committed if committed is not None else begin
+        if request.emit:
+            emit_from = min(silent, emit_from)
+        return Plan(
+            partition=p,
+            restore_version=manifest.version if manifest else None,
+            clear_state=manifest is None and request.source != "checkpoint",
+            begin=begin,
+            emit_from=emit_from,
+            end=end,
+            checkpoint=checkpoint,
+            committed=committed,
+            log_start=low,
+            log_end=high,
+        )
+
+    async def run(self, request: Request, force: bool = False, ack_timeout: float = 60.0) -> Plan:
+        """Take the partition, rebuild it, give it back; the plan it carried out.
+
+        A snapshot is verified before the partition is taken: a corrupt one changes nothing.
+        """
+        t, number = self.topology, request.partition
+        if request.source == "snapshot":
+            await self._snapshots.verify(await self._snapshots.get(number, request.version))
+        cp, previous = await take_over(
+            t, self._checkpoints, number, "replaying", operator_name("replay"), force, ack_timeout
+        )
+        changed = False
+        try:
+            plan = await self.plan(request)  # C again: the owner committed before pausing
+            log.info("replay_started", **plan.describe())
+            changed = True
+            cp = await self._restore(plan, cp)
+            part = await self._reprocess(plan, cp)
+        except BaseException as exc:
+            if self._fenced is None:
+                current = self.parts.get(number)
+                held = current.checkpoint if current else cp
+                reason = f"replay failed: {type(exc).__name__}: {exc}"[:2000]
+                status = "failed" if changed else previous
+                await give_back(self._checkpoints, held, status, reason if changed else None)
+            raise
+        if part.failed:
+            await give_back(self._checkpoints, part.checkpoint, "failed", part.last_error)
+            raise ReplayError(f"partition {number} failed again: {part.last_error}")
+        await give_back(self._checkpoints, part.checkpoint, "running")
+        log.info("replay_finished", partition=number, end=plan.end)
+        return plan
+
+    async def _restore(self, plan: Plan, cp: Any) -> Any:
+        if plan.restore_version is not None:
+            manifest = await self._snapshots.get(plan.partition, plan.restore_version)
+            keys = await self._snapshots.restore(manifest, cp.epoch)
+            log.info("snapshot_restored", version=manifest.version, keys=keys)
+        elif plan.clear_state:
+            await self._snapshots.clear(plan.partition)
+            await self._snapshots.forget_after(plan.partition, -1)
+        cp = await self._checkpoints.advance(cp, plan.begin)
+        if self.topology.snapshots.mode == "incremental":
+            cp = await self._checkpoints.changelog_reaches(cp, plan.begin)
+        return cp
+
+    async def _reprocess(self, plan: Plan, cp: Any) -> OwnedPartition:
+        t = self.topology
+        pipeline = build_pipeline(t)
+        counts = await asyncio.to_thread(kafka.check_topics, t)
+        sink_partitioned = t.sink is not None and counts.get(t.sink.topic) == counts[t.source.topic]
+        store = PartitionStore(
+            self._db[state_collection(t.name)],
+            plan.partition,
+            t.state.cache_entries,
+            t.state.flush_statements,
+        )
+        part = OwnedPartition(
+            checkpoint=cp,
+            store=store,
+            states={op: store.view(op) for op in pipeline.stateful_ids},
+            emit_from=plan.emit_from,
+            commit_floor=plan.committed or 0,
+        )
+        snapshotter = Snapshotter(t, self._snapshots, self._checkpoints)
+        await snapshotter.adopt(part)
+        self.parts[plan.partition] = part
+        owner = operator_name("replay")
+        committer = Committer(self, kafka.producer(t, owner), self._checkpoints, snapshotter)
+        await committer.start()
+        batches = BatchProcessor(t, pipeline, committer, sink_partitioned)
+        consumer = kafka.offsets_reader(t)
+        tp = TopicPartition(t.source.topic, plan.partition, plan.begin)
+        consumer.assign([tp])
+        bar = tqdm(
+            total=plan.end - plan.begin,
+            unit="rec",
+            unit_scale=True,
+            desc=f"replay partition {plan.partition}",
+            disable=not self._progress,
+            mininterval=0.5,
+        )
+        try:
+            position, last_commit = plan.begin, time.monotonic()
+            while position < plan.end and not part.failed:
+                messages = await asyncio.to_thread(consumer.consume, 2000, 0.5)
+                batch = [
+                    Raw(offset, m.key(), m.value(), m.timestamp()[1])
+                    for m in messages
+                    if m.error() is None
+                    and (offset := m.offset()) is not None
+                    and offset < plan.end
+                ]
+                if batch:
+                    await batches.run(part, batch)
+                now = (await asyncio.to_thread(consumer.position, [tp]))[0].offset
+                if now >= 0:
+                    bar.update(min(now, plan.end) - position)
+                    position = max(position, now)
+                if time.monotonic() - last_commit >= t.checkpoint.interval:
+                    await self._commit(committer, consumer)
+                    last_commit = time.monotonic()
+            if not part.failed:
+                # Past the last record only transaction markers or aborted records remain.
+                part.next_offset = plan.end
+            await self._commit(committer, consumer, final=True)
+        finally:
+            bar.close()
+            await asyncio.to_thread(consumer.close)
+        return part
+
+    async def _commit(self, committer: Committer, consumer: Any, final: bool = False) -> None:
+        metadata = consumer.consumer_group_metadata()
+        ok = await (committer.commit_all(metadata) if final else committer.commit(metadata))
+        if self._fenced is not None:
+            raise ReplayError(f"another operation took the partition: {self._fenced}")
+        if not ok:
+            raise StateError("a Kafka transaction of the replay aborted; run the replay again")
+
+
+def _kafka_view(
+    reader: Any, topic: str, partition: int, at: dt.datetime | None
+) -> tuple[int, int, int | None, int | None]:
+    """Watermarks, the group's committed offset and, if asked, the offset at a time."""
+    tp = TopicPartition(topic, partition)
+    low, high = reader.get_watermark_offsets(tp, timeout=15)
+    committed = reader.committed([tp], timeout=15)[0].offset
+    at_offset = None
+    if at is not None:
+        wanted = TopicPartition(topic, partition, int(at.timestamp() * 1000))
+        found = reader.offsets_for_times([wanted], timeout=15)[0].offset
+        at_offset = found if found >= 0 else high
+    return low, high, committed if committed >= 0 else None, at_offset
