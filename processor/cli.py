@@ -11,6 +11,8 @@ import sys
 from config import ConfigError, Topology, load_topology
 from operators.expressions import ExpressionError
 from processor import logs
+from processor.commands import HANDLERS, add_parsers
+from processor.commands import run as commands_run
 
 EXIT_CONFIG = 2
 EXIT_TOPOLOGY = 3
@@ -29,6 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="produce sample events, run, print the aggregates")
     demo.add_argument("file")
     demo.add_argument("--events", type=int, default=5000)
+    add_parsers(commands)
     args = parser.parse_args(argv)
 
     if args.command == "schema":
@@ -42,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "validate":
         print(f"{args.file}: ok")
         return 0
+    if args.command in HANDLERS:
+        logs.configure("WARNING")
+        return asyncio.run(commands_run(topology, args))
     logs.configure("WARNING" if args.command == "demo" else "INFO")
     if args.command == "demo":
         from processor.demo import run_demo

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable
+from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
@@ -140,12 +141,8 @@ class Committer:
             # Steps b and c run beside processing; the dirty keys are taken right here. A
             # partition still re-applying [W, C) waits: a checkpoint below C could cut
             # through keys that a crashed owner's partial flush moved past it.
-            flushes = [
-                (p, _position(p), p.store.flush(p.checkpoint.epoch))
-                for p in parts
-                if not p.replaying
-            ]
-            self._state_task = asyncio.create_task(self._checkpoint_state(flushes))
+            cuts = [_Cut.take(p) for p in parts if not p.replaying]
+            self._state_task = asyncio.create_task(self._checkpoint_state(cuts))
             self._last_state = time.monotonic()
         self._producer.begin_transaction()
         metrics.COMMITS.labels(topology=self._worker.topology.name).inc()
@@ -154,16 +151,14 @@ class Committer:
         )
         return True
 
-    async def _checkpoint_state(
-        self, flushes: list[tuple[OwnedPartition, int | None, Awaitable[list[Record]]]]
-    ) -> None:
-        written = await asyncio.gather(*(self._flush(p, write) for p, _, write in flushes))
+    async def _checkpoint_state(self, cuts: list[_Cut]) -> None:
+        written = await asyncio.gather(*(self._flush(c.part, c.write) for c in cuts))
         faults.point("after_state_flush")
         await asyncio.gather(
             *(
-                self._advance(p, o, records)
-                for (p, o, _), records in zip(flushes, written, strict=True)
-                if o is not None and self._owned(p)
+                self._advance(cut, records)
+                for cut, records in zip(cuts, written, strict=True)
+                if cut.offset is not None and self._owned(cut.part)
             )
         )
         faults.point("after_checkpoint")
@@ -240,20 +235,40 @@ class Committer:
             self._worker.drop(part, str(exc))
             return []
 
-    async def _advance(self, part: OwnedPartition, offset: int, flushed: list[Record]) -> None:
+    async def _advance(self, cut: _Cut, flushed: list[Record]) -> None:
+        part, offset = cut.part, cut.offset
+        assert offset is not None
         try:
             if part.failed:
                 error = part.last_error or "too many consecutive failures"
                 part.checkpoint = await self._checkpoints.mark_failed(
-                    part.checkpoint, offset, error
+                    part.checkpoint, offset, error, cut.dead_letters
                 )
             else:
-                part.checkpoint = await self._checkpoints.advance(part.checkpoint, offset)
+                part.checkpoint = await self._checkpoints.advance(
+                    part.checkpoint, offset, cut.dead_letters
+                )
             if part.store.tombstones:
                 await part.store.sweep_tombstones(part.checkpoint.epoch, offset)
             await self._snapshotter.after_checkpoint(part, offset, flushed)
         except Fenced as exc:
             self._worker.drop(part, str(exc))
+
+
+@dataclass
+class _Cut:
+    """What a state checkpoint writes for one partition, taken right after a Kafka commit."""
+
+    part: OwnedPartition
+    offset: int | None
+    write: Awaitable[list[Record]]
+    dead_letters: int
+
+    @classmethod
+    def take(cls, part: OwnedPartition) -> _Cut:
+        dead_letters, part.dead_letters = part.dead_letters, 0
+        write = part.store.flush(part.checkpoint.epoch)
+        return cls(part, _position(part), write, dead_letters)
 
 
 def _pending(part: OwnedPartition) -> bool:

@@ -28,6 +28,7 @@ class OwnedPartition:
     consecutive_failures: int = 0
     last_error: str | None = None
     failed: bool = False
+    dead_letters: int = 0  # produced since the last state checkpoint took the count
     last_snapshot: float = 0.0  # monotonic time of the last snapshot
     records_since_snapshot: int = 0
     changelog_from: int | None = None  # incremental mode: checkpoint the next delta starts at

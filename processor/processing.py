@@ -89,6 +89,7 @@ class BatchProcessor:
             self.committer.produce(
                 self.topology.dead_letter_topic, letter.key, letter.value, headers=letter.headers
             )
+            part.dead_letters += 1
             metrics.DEAD_LETTERS.labels(**self._labels).inc()
             log.warning(
                 "dead_letter",

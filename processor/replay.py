@@ -78,7 +78,9 @@ class Plan:
 class Replay:
     """One replay of one partition; satisfies the commit protocol's `Owner`."""
 
-    def __init__(self, topology: Topology, db: AsyncDatabase[Any], progress: bool = True) -> None:
+    def __init__(
+        self, topology: Topology, db: AsyncDatabase[Any], progress: bool | None = None
+    ) -> None:
         self.topology = topology
         self.parts: dict[int, OwnedPartition] = {}
         self._db = db
@@ -222,7 +224,7 @@ class Replay:
             unit="rec",
             unit_scale=True,
             desc=f"replay partition {plan.partition}",
-            disable=not self._progress,
+            disable=None if self._progress is None else not self._progress,  # None: if a TTY
             mininterval=0.5,
         )
         try:

@@ -99,6 +99,15 @@ class Changelog:
             at = delta.end
         return found
 
+    async def reach(self, partition: int, start: int, limit: int) -> list[Delta]:
+        """The chain of deltas from checkpoint `start` as far as it goes without passing `limit`."""
+        by_start = {d.start: d for d in await self.deltas(partition)}
+        found, at = [], start
+        while (delta := by_start.get(at)) is not None and delta.end <= limit:
+            found.append(delta)
+            at = delta.end
+        return found
+
     async def records(self, partition: int, start: int, end: int) -> AsyncIterator[chunks.Record]:
         """The changes from checkpoint `start` to `end`, in order (a key may repeat)."""
         for delta in await self.chain(partition, start, end):

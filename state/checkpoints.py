@@ -130,14 +130,17 @@ class Checkpoints:
         cid = checkpoint_id(self._topology, topic, partition)
         return await with_retry(lambda: self._coll.find_one({"_id": cid}))
 
-    async def advance(self, cp: Checkpoint, offset: int) -> Checkpoint:
-        """Move to `offset` (next to read); `Fenced` if the epoch moved on."""
-        await self._conditional(cp, {"offset": offset})
+    async def advance(self, cp: Checkpoint, offset: int, dead_letters: int = 0) -> Checkpoint:
+        """Move to `offset` (next to read) and count dead letters; `Fenced` if fenced."""
+        await self._conditional(cp, {"offset": offset}, dead_letters)
         return replace(cp, offset=offset)
 
-    async def mark_failed(self, cp: Checkpoint, offset: int, error: str) -> Checkpoint:
+    async def mark_failed(
+        self, cp: Checkpoint, offset: int, error: str, dead_letters: int = 0
+    ) -> Checkpoint:
         """Record that the partition stopped on repeated failures, with the last error."""
-        await self._conditional(cp, {"offset": offset, "status": "failed", "error": error})
+        fields = {"offset": offset, "status": "failed", "error": error}
+        await self._conditional(cp, fields, dead_letters)
         return replace(cp, offset=offset, status="failed", error=error)
 
     async def current(self, ids: list[str]) -> dict[str, Checkpoint]:
@@ -242,12 +245,14 @@ class Checkpoints:
         await self._conditional(cp, {"changelog": offset})
         return replace(cp, changelog=offset)
 
-    async def _conditional(self, cp: Checkpoint, fields: dict[str, Any]) -> None:
+    async def _conditional(
+        self, cp: Checkpoint, fields: dict[str, Any], dead_letters: int = 0
+    ) -> None:
+        update: dict[str, Any] = {"$set": {**fields, "updated_at": _now()}}
+        if dead_letters:
+            update["$inc"] = {"dead_letters": dead_letters}
         result = await with_retry(
-            lambda: self._coll.update_one(
-                {"_id": cp.id, "epoch": cp.epoch},
-                {"$set": {**fields, "updated_at": _now()}},
-            )
+            lambda: self._coll.update_one({"_id": cp.id, "epoch": cp.epoch}, update)
         )
         if result.matched_count == 0:
             raise Fenced(f"checkpoint {cp.id}", cp.epoch)

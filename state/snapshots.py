@@ -159,8 +159,8 @@ class Snapshots:
         latest = await self.latest(partition)
         version = latest.version + 1 if latest else 1
         mid = manifest_id(self.topology, partition, version)
-        if kind == "delta" and (latest is None or latest.offset > offset):
-            kind = "full"  # nothing to build on
+        if kind == "delta" and not await self._can_build_on(latest, offset):
+            kind = "full"
         if kind == "full":
             written = await chunks.write_payload(
                 self._chunks, mid, self._live_records(partition), self._chunk_bytes
@@ -200,6 +200,17 @@ class Snapshots:
         except DuplicateKeyError as exc:
             raise StateError(f"snapshot {mid} was written concurrently") from exc
         return manifest
+
+    async def _can_build_on(self, latest: Manifest | None, offset: int) -> bool:
+        """A delta needs a base and an unbroken changelog from it (a crash can break it)."""
+        if latest is None or latest.offset > offset:
+            return False
+        base = await self._base(latest)
+        try:
+            await self.changelog.chain(latest.partition, base.offset, offset)
+        except chunks.CorruptPayload:
+            return False
+        return True
 
     async def _live_records(self, partition: int) -> AsyncIterator[chunks.Record]:
         cursor = self._state.find(

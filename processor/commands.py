@@ -1,0 +1,163 @@
+"""The operations commands: `status`, `snapshot`, `state get`, `replay`.
+
+Each prints one JSON document with `--json`, a readable table without. Exit codes: 0 done,
+1 the operation failed or was refused (the message says why; nothing half-done is left
+running), 2 invalid topology file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from config import Topology
+from processor import ops
+from processor.handoff import HandoffTimeout
+from processor.replay import Replay, ReplayError, Request
+from state import StateError
+
+EXIT_FAILED = 1
+Handler = Callable[[Topology, AsyncDatabase[Any], argparse.Namespace], Awaitable[Any]]
+
+
+def add_parsers(commands: Any) -> None:
+    """Register the operations subcommands on the `tidemark` parser."""
+    status = commands.add_parser("status", help="where every partition stands")
+    _common(status)
+
+    snapshot = commands.add_parser("snapshot", help="take, list, restore or prune snapshots")
+    snapshot.add_argument("action", choices=["take", "list", "restore", "prune"])
+    _common(snapshot)
+    snapshot.add_argument("--partition", type=int, required=True)
+    snapshot.add_argument("--version", type=int, help="restore: this version (default newest)")
+
+    state = commands.add_parser("state", help="read operator state")
+    state.add_argument("action", choices=["get"])
+    _common(state)
+    state.add_argument("--operator", required=True, help="operator id, e.g. per_user")
+    state.add_argument("--key", required=True)
+    state.add_argument("--partition", type=int, help="default: every partition holding the key")
+    state.add_argument("--as-of-offset", type=int, help="value at the retained checkpoint <= O")
+
+    replay = commands.add_parser("replay", help="rebuild one partition while the group runs")
+    _common(replay)
+    replay.add_argument("--partition", type=int, required=True)
+    start = replay.add_mutually_exclusive_group(required=True)
+    start.add_argument("--from-snapshot", type=int, metavar="V")
+    start.add_argument("--from-start", action="store_true")
+    start.add_argument("--from-offset", type=int, metavar="O")
+    start.add_argument("--from-time", type=_timestamp, metavar="ISO8601")
+    replay.add_argument("--to-offset", type=int, metavar="O", help="default: end seen at start")
+    replay.add_argument("--emit", action="store_true", help="re-emit already committed outputs")
+    replay.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    replay.add_argument("--force", action="store_true", help="take over from a dead operation")
+    replay.add_argument("--ack-timeout", type=float, default=60.0, metavar="SECONDS")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file")
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def _timestamp(text: str) -> dt.datetime:
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+
+
+async def run(topology: Topology, args: argparse.Namespace) -> int:
+    """Run one operations command; its exit code."""
+    handler = HANDLERS[args.command]
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(topology.mongo.uri)
+    try:
+        result = await handler(topology, client[topology.mongo.database], args)
+    except (ops.OperationError, ReplayError, HandoffTimeout, StateError) as exc:
+        _fail(args, str(exc))
+        return EXIT_FAILED
+    finally:
+        await client.close()
+    _print(args, result)
+    return 0
+
+
+def _fail(args: argparse.Namespace, message: str) -> None:
+    if args.json:
+        print(json.dumps({"error": message}))
+    print(f"tidemark {args.command}: {message}", file=sys.stderr)
+
+
+async def _status(t: Topology, db: AsyncDatabase[Any], args: argparse.Namespace) -> Any:
+    return await ops.status(t, db)
+
+
+async def _snapshot(t: Topology, db: AsyncDatabase[Any], args: argparse.Namespace) -> Any:
+    p = args.partition
+    if args.action == "list":
+        return await ops.snapshot_list(t, db, p)
+    if args.action == "take":
+        return await ops.snapshot_take(t, db, p)
+    if args.action == "restore":
+        return await ops.snapshot_restore(t, db, p, args.version)
+    return await ops.snapshot_prune(t, db, p)
+
+
+async def _state(t: Topology, db: AsyncDatabase[Any], args: argparse.Namespace) -> Any:
+    return await ops.state_get(t, db, args.operator, args.key, args.partition, args.as_of_offset)
+
+
+async def _replay(t: Topology, db: AsyncDatabase[Any], args: argparse.Namespace) -> Any:
+    if args.from_snapshot is not None:
+        request = Request(args.partition, "snapshot", version=args.from_snapshot)
+    elif args.from_start:
+        request = Request(args.partition, "start")
+    elif args.from_offset is not None:
+        request = Request(args.partition, "offset", offset=args.from_offset)
+    else:
+        request = Request(args.partition, "time", time=args.from_time)
+    request = Request(**{**request.__dict__, "to_offset": args.to_offset, "emit": args.emit})
+    replay = Replay(t, db, progress=False if args.json else None)
+    if args.dry_run:
+        return {"dry_run": True, **(await replay.plan(request)).describe()}
+    plan = await replay.run(request, force=args.force, ack_timeout=args.ack_timeout)
+    return {"dry_run": False, "replayed": plan.end - plan.begin, **plan.describe()}
+
+
+HANDLERS: dict[str, Handler] = {
+    "status": _status,
+    "snapshot": _snapshot,
+    "state": _state,
+    "replay": _replay,
+}
+
+
+def _print(args: argparse.Namespace, result: Any) -> None:
+    if args.json:
+        print(json.dumps(result, default=str))
+        return
+    rows = result if isinstance(result, list) else [result]
+    if not rows:
+        print("(none)")
+        return
+    columns = list(rows[0])
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict | list):
+        return json.dumps(value, default=str)
+    return str(value)

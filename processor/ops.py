@@ -1,0 +1,262 @@
+"""What the operations commands do: status, snapshots, state lookups.
+
+Each function returns plain data (the `--json` document); `commands.py` renders it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from confluent_kafka import TopicPartition
+from pymongo.asynchronous.database import AsyncDatabase
+
+from config import Topology
+from processor import kafka
+from processor.handoff import give_back, operator_name, take_over
+from state import Checkpoints
+from state.names import state_collection
+from state.snapshots import SNAPSHOTS, Manifest, Snapshots
+
+Row = dict[str, Any]
+
+
+class OperationError(Exception):
+    """The operation cannot be done as asked; nothing was changed."""
+
+
+async def status(topology: Topology, db: AsyncDatabase[Any]) -> list[Row]:
+    """One row per source partition: progress, ownership, health, snapshots."""
+    t = topology
+    count = (await asyncio.to_thread(kafka.partition_counts, t, [t.source.topic])).get(
+        t.source.topic
+    )
+    if count is None:
+        raise OperationError(f"source topic {t.source.topic!r} does not exist")
+    owners, view = await asyncio.gather(
+        asyncio.to_thread(kafka.group_owners, t),
+        asyncio.to_thread(_offsets, t, list(range(count))),
+    )
+    docs = {d["partition"]: d for d in await Checkpoints(db, t.name).all()}
+    latest: dict[int, Manifest] = {}
+    async for doc in db[SNAPSHOTS].find({"topology": t.name}).sort("version", 1):
+        latest[doc["partition"]] = Manifest.from_doc(doc)
+    rows = []
+    for p in range(count):
+        doc = docs.get(p, {})
+        low, high, committed = view[p]
+        checkpoint = doc.get("offset")
+        done = committed if committed is not None else (checkpoint or low)
+        snapshot = latest.get(p)
+        rows.append(
+            {
+                "partition": p,
+                "checkpoint": checkpoint,
+                "committed": committed,
+                "log_end": high,
+                "lag": max(0, high - done),
+                "epoch": doc.get("epoch", 0),
+                "owner": owners.get(p),
+                "status": _status(doc.get("status"), owners.get(p)),
+                "snapshot": snapshot.version if snapshot else None,
+                "snapshot_age_s": round(snapshot.age(), 1) if snapshot else None,
+                "dead_letters": doc.get("dead_letters", 0),
+                "error": doc.get("error"),
+            }
+        )
+    return rows
+
+
+def _status(stored: str | None, owner: str | None) -> str:
+    if stored in ("failed", "replaying", "paused"):
+        return stored
+    return "running" if owner else "unowned"
+
+
+def _offsets(topology: Topology, partitions: list[int]) -> dict[int, tuple[int, int, int | None]]:
+    reader = kafka.offsets_reader(topology)
+    try:
+        topic = topology.source.topic
+        committed = reader.committed([TopicPartition(topic, p) for p in partitions], timeout=15)
+        view = {}
+        for tp in committed:
+            low, high = reader.get_watermark_offsets(tp, timeout=15)
+            view[tp.partition] = (low, high, tp.offset if tp.offset >= 0 else None)
+        return view
+    finally:
+        reader.close()
+
+
+def manifest_row(m: Manifest, current_hash: str) -> Row:
+    return {
+        "partition": m.partition,
+        "version": m.version,
+        "kind": m.kind,
+        "offset": m.offset,
+        "keys": m.keys,
+        "bytes": m.bytes,
+        "created_at": m.created_at.isoformat(),
+        "age_s": round(m.age(), 1),
+        "topology_hash": m.topology_hash,
+        "same_topology": m.topology_hash == current_hash,
+    }
+
+
+async def snapshot_list(topology: Topology, db: AsyncDatabase[Any], partition: int) -> list[Row]:
+    snapshots = Snapshots(db, topology.name)
+    found = await snapshots.versions(partition)
+    return [manifest_row(m, topology.semantic_hash()) for m in found]
+
+
+async def snapshot_take(
+    topology: Topology, db: AsyncDatabase[Any], partition: int, timeout: float = 120.0
+) -> Row:
+    """Ask the owner for a snapshot at its next state checkpoint; take it here if unowned."""
+    t = topology
+    checkpoints = Checkpoints(db, t.name)
+    owners = await asyncio.to_thread(kafka.group_owners, t)
+    started = time.monotonic()
+    if partition in owners:
+        request = await checkpoints.request_snapshot(t.source.topic, partition)
+        while True:
+            doc = await checkpoints.raw(t.source.topic, partition)
+            if doc and doc.get("snapshot_answered") == request:
+                break
+            if time.monotonic() - started > timeout:
+                raise OperationError(
+                    f"partition {partition}: owner {owners[partition]} took no snapshot within "
+                    f"{timeout:.0f}s"
+                )
+            await asyncio.sleep(0.2)  # polling a document: there is no change stream here
+        manifest = await Snapshots(db, t.name).get(partition)
+    else:
+        manifest = await _take_offline(t, db, checkpoints, partition)
+    return {**manifest_row(manifest, t.semantic_hash()), "seconds": _since(started)}
+
+
+async def _take_offline(
+    topology: Topology, db: AsyncDatabase[Any], checkpoints: Checkpoints, partition: int
+) -> Manifest:
+    cp, previous = await take_over(
+        topology, checkpoints, partition, "paused", operator_name("snapshot")
+    )
+    try:
+        assert cp.offset is not None
+        beyond = await db[state_collection(topology.name)].count_documents(
+            {"p": partition, "off": {"$gte": cp.offset}}
+        )
+        if beyond:
+            raise OperationError(
+                f"partition {partition} was left mid-checkpoint by a crash ({beyond} keys past "
+                f"offset {cp.offset}); start a worker (it repairs this) and take the snapshot then"
+            )
+        snapshots = Snapshots(db, topology.name, topology.snapshots.chunk_bytes)
+        return await snapshots.take(partition, cp.offset, topology.semantic_hash(), "full")
+    finally:
+        await give_back(checkpoints, cp, previous, cp.error)
+
+
+async def snapshot_restore(
+    topology: Topology, db: AsyncDatabase[Any], partition: int, version: int | None
+) -> Row:
+    """Set the partition's state and checkpoint to a version; its owner resumes from there.
+
+    The owner then re-applies [snapshot offset, C) for state only, so outputs are not
+    repeated. Every checksum is verified before the partition is touched.
+    """
+    t = topology
+    checkpoints = Checkpoints(db, t.name)
+    snapshots = Snapshots(db, t.name, t.snapshots.chunk_bytes)
+    manifest = await snapshots.get(partition, version)
+    started = time.monotonic()
+    await snapshots.verify(manifest)
+    cp, previous = await take_over(t, checkpoints, partition, "paused", operator_name("restore"))
+    try:
+        keys = await snapshots.restore(manifest, cp.epoch)
+        cp = await checkpoints.advance(cp, manifest.offset)
+        if t.snapshots.mode == "incremental":
+            cp = await checkpoints.changelog_reaches(cp, manifest.offset)
+    except BaseException as exc:
+        await give_back(checkpoints, cp, "failed", f"restore failed: {exc}"[:2000])
+        raise
+    await give_back(checkpoints, cp, "running")
+    return {
+        **manifest_row(manifest, t.semantic_hash()),
+        "restored_keys": keys,
+        "seconds": _since(started),
+        "previous_status": previous,
+    }
+
+
+async def snapshot_prune(topology: Topology, db: AsyncDatabase[Any], partition: int) -> Row:
+    policy = topology.snapshots
+    snapshots = Snapshots(db, topology.name)
+    removed = await snapshots.prune(partition, policy.retain, policy.max_age)
+    kept = [m.version for m in await snapshots.versions(partition)]
+    return {"partition": partition, "removed": removed, "kept": kept}
+
+
+async def state_get(
+    topology: Topology,
+    db: AsyncDatabase[Any],
+    operator: str,
+    key: str,
+    partition: int | None,
+    as_of: int | None,
+) -> list[Row]:
+    """The value of one key (per partition holding it), now or at a retained checkpoint."""
+    t = topology
+    flt: dict[str, Any] = {"op": operator, "k": key}
+    if partition is not None:
+        flt["p"] = partition
+    docs = await db[state_collection(t.name)].find(flt).to_list(None)
+    if as_of is None:
+        checkpoints = {d["partition"]: d.get("offset") for d in await Checkpoints(db, t.name).all()}
+        return [
+            {
+                "operator": operator,
+                "key": key,
+                "partition": d["p"],
+                "value": None if d.get("del") else d.get("v"),
+                "offset": d.get("off"),
+                "checkpoint": checkpoints.get(d["p"]),
+            }
+            for d in docs
+        ]
+    partitions = [partition] if partition is not None else sorted({d["p"] for d in docs})
+    if not partitions:
+        raise OperationError(f"{operator}:{key} is in no partition now; name one with --partition")
+    return [await _as_of(t, db, operator, key, p, as_of) for p in partitions]
+
+
+async def _as_of(
+    topology: Topology, db: AsyncDatabase[Any], operator: str, key: str, partition: int, at: int
+) -> Row:
+    snapshots = Snapshots(db, topology.name)
+    bases = [m for m in await snapshots.versions(partition) if m.kind == "full" and m.offset <= at]
+    if not bases:
+        raise OperationError(
+            f"partition {partition}: no retained snapshot at or before offset {at}"
+        )
+    base = bases[-1]
+    chain = await snapshots.changelog.reach(partition, base.offset, at)
+    reached = chain[-1].end if chain else base.offset
+    found = await snapshots.changelog.find(partition, base.offset, reached, operator, key)
+    if found is None:
+        async for record in snapshots.records(base):
+            if record[0] == operator and record[1] == key:
+                found = record
+                break
+    return {
+        "operator": operator,
+        "key": key,
+        "partition": partition,
+        "value": found[2] if found else None,
+        "offset": found[3] if found else None,
+        "checkpoint": reached,
+    }
+
+
+def _since(started: float) -> float:
+    return round(time.monotonic() - started, 3)
