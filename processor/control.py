@@ -42,6 +42,7 @@ class Control:
         if not ids:
             return
         current = await self._checkpoints.current(list(ids))
+        await self._checkpoints.heartbeat(list(current), w.owner)
         handed_back = []
         for cid, number in ids.items():
             cp = current.get(cid)

@@ -21,7 +21,6 @@ import time
 import structlog
 
 from config import Topology
-from processor import kafka
 from state import Checkpoint, Checkpoints
 from state.checkpoints import Status
 
@@ -30,6 +29,12 @@ log = structlog.get_logger("tidemark.handoff")
 
 class HandoffTimeout(Exception):
     """The partition's owner did not pause in time; nothing was changed."""
+
+
+def liveness(topology: Topology) -> float:
+    """How recent an owner's heartbeat must be for it to count as alive (it polls every
+    `checkpoint.interval`; Kafka's own view of the group lags a crashed member by minutes)."""
+    return max(10.0, 3 * topology.checkpoint.interval)
 
 
 def operator_name(what: str) -> str:
@@ -52,14 +57,17 @@ async def take_over(
     if before is not None and before.status == "failed":
         previous = "failed"
     marked = await checkpoints.begin_handoff(topic, partition, status, by, force)
-    owners = await asyncio.to_thread(kafka.group_owners, topology)
-    owner = owners.get(partition)
+    owner = marked.live_owner(liveness(topology))
     if owner is not None:
         log.info("waiting_for_owner", partition=partition, owner=owner)
         deadline = time.monotonic() + ack_timeout
         while True:
             current = await checkpoints.get(topic, partition)
-            if current is not None and current.acked and current.handoff == marked.handoff:
+            assert current is not None
+            if current.acked and current.handoff == marked.handoff:
+                break
+            if current.live_owner(liveness(topology)) is None:
+                log.info("owner_gone", partition=partition, owner=owner)  # crashed or left
                 break
             if time.monotonic() > deadline:
                 await checkpoints.cancel_handoff(marked, previous)

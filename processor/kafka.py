@@ -102,18 +102,6 @@ def check_topics(topology: Topology) -> dict[str, int]:
     return counts
 
 
-def group_owners(topology: Topology) -> dict[int, str]:
-    """Which group member (client id @ host) is assigned each source partition now."""
-    admin = AdminClient(_base(topology))
-    future = admin.describe_consumer_groups([topology.name], request_timeout=15)[topology.name]
-    owners = {}
-    for member in future.result().members:
-        for tp in member.assignment.topic_partitions if member.assignment else []:
-            if tp.topic == topology.source.topic:
-                owners[tp.partition] = f"{member.client_id}@{member.host.lstrip('/')}"
-    return owners
-
-
 def offsets_reader(topology: Topology) -> Consumer:
     """A consumer that only looks: watermarks, committed offsets and offsets for times.
 

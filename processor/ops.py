@@ -14,8 +14,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from config import Topology
 from processor import kafka
-from processor.handoff import give_back, operator_name, take_over
-from state import Checkpoints
+from processor.handoff import give_back, liveness, operator_name, take_over
+from state import Checkpoint, Checkpoints
 from state.names import state_collection
 from state.snapshots import SNAPSHOTS, Manifest, Snapshots
 
@@ -34,11 +34,9 @@ async def status(topology: Topology, db: AsyncDatabase[Any]) -> list[Row]:
     )
     if count is None:
         raise OperationError(f"source topic {t.source.topic!r} does not exist")
-    owners, view = await asyncio.gather(
-        asyncio.to_thread(kafka.group_owners, t),
-        asyncio.to_thread(_offsets, t, list(range(count))),
-    )
+    view = await asyncio.to_thread(_offsets, t, list(range(count)))
     docs = {d["partition"]: d for d in await Checkpoints(db, t.name).all()}
+    within = liveness(t)
     latest: dict[int, Manifest] = {}
     async for doc in db[SNAPSHOTS].find({"topology": t.name}).sort("version", 1):
         latest[doc["partition"]] = Manifest.from_doc(doc)
@@ -49,6 +47,7 @@ async def status(topology: Topology, db: AsyncDatabase[Any]) -> list[Row]:
         checkpoint = doc.get("offset")
         done = committed if committed is not None else (checkpoint or low)
         snapshot = latest.get(p)
+        owner = Checkpoint.from_doc(doc).live_owner(within) if doc else None
         rows.append(
             {
                 "partition": p,
@@ -57,8 +56,8 @@ async def status(topology: Topology, db: AsyncDatabase[Any]) -> list[Row]:
                 "log_end": high,
                 "lag": max(0, high - done),
                 "epoch": doc.get("epoch", 0),
-                "owner": owners.get(p),
-                "status": _status(doc.get("status"), owners.get(p)),
+                "owner": owner,
+                "status": _status(doc.get("status"), owner),
                 "snapshot": snapshot.version if snapshot else None,
                 "snapshot_age_s": round(snapshot.age(), 1) if snapshot else None,
                 "dead_letters": doc.get("dead_letters", 0),
@@ -115,24 +114,41 @@ async def snapshot_take(
     """Ask the owner for a snapshot at its next state checkpoint; take it here if unowned."""
     t = topology
     checkpoints = Checkpoints(db, t.name)
-    owners = await asyncio.to_thread(kafka.group_owners, t)
     started = time.monotonic()
-    if partition in owners:
-        request = await checkpoints.request_snapshot(t.source.topic, partition)
-        while True:
-            doc = await checkpoints.raw(t.source.topic, partition)
-            if doc and doc.get("snapshot_answered") == request:
-                break
-            if time.monotonic() - started > timeout:
-                raise OperationError(
-                    f"partition {partition}: owner {owners[partition]} took no snapshot within "
-                    f"{timeout:.0f}s"
-                )
-            await asyncio.sleep(0.2)  # polling a document: there is no change stream here
-        manifest = await Snapshots(db, t.name).get(partition)
-    else:
+    manifest = await _take_by_owner(t, db, checkpoints, partition, timeout)
+    if manifest is None:
         manifest = await _take_offline(t, db, checkpoints, partition)
     return {**manifest_row(manifest, t.semantic_hash()), "seconds": _since(started)}
+
+
+async def _take_by_owner(
+    topology: Topology,
+    db: AsyncDatabase[Any],
+    checkpoints: Checkpoints,
+    partition: int,
+    timeout: float,
+) -> Manifest | None:
+    """The snapshot the live owner took on request; None if there is no live owner."""
+    topic, within = topology.source.topic, liveness(topology)
+    cp = await checkpoints.get(topic, partition)
+    if cp is None:
+        raise OperationError(f"partition {partition} has never been processed")
+    if cp.held or cp.live_owner(within) is None:
+        return None
+    request = await checkpoints.request_snapshot(topic, partition)
+    deadline = time.monotonic() + timeout
+    while True:
+        doc = await checkpoints.raw(topic, partition)
+        assert doc is not None
+        if doc.get("snapshot_answered") == request:
+            return await Snapshots(db, topology.name).get(partition)
+        if Checkpoint.from_doc(doc).live_owner(within) is None:
+            return None  # the owner left or died meanwhile
+        if time.monotonic() > deadline:
+            raise OperationError(
+                f"partition {partition}: owner {cp.owner} took no snapshot within {timeout:.0f}s"
+            )
+        await asyncio.sleep(0.2)  # polling a document: there is no change stream here
 
 
 async def _take_offline(

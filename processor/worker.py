@@ -31,7 +31,7 @@ from processor.partition import OwnedPartition
 from processor.processing import BatchProcessor, Raw
 from processor.snapshotting import Snapshotter
 from state import Checkpoints, PartitionStore, ensure_collections
-from state.names import state_collection
+from state.names import checkpoint_id, state_collection
 from state.snapshots import Snapshots
 
 T = TypeVar("T")
@@ -267,12 +267,18 @@ class Worker:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Whether it commits or aborts, these partitions are given up: nothing to rewind.
         self._call(self.committer.commit_all(consumer.consumer_group_metadata()))
+        self._call(self._release(partitions))
         self._forget_all()
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._call(self.committer.abort())
         self._call(self.committer.settle())
         self._forget_all()
+
+    async def _release(self, partitions: list[TopicPartition]) -> None:
+        t = self.topology
+        ids = [checkpoint_id(t.name, t.source.topic, tp.partition) for tp in partitions]
+        await self._checkpoints.release(ids, self.owner)
 
     def _forget_all(self) -> None:
         for part in self.parts.values():

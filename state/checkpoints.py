@@ -39,6 +39,8 @@ class Checkpoint:
     acked: bool = False  # its owner paused at a committed point
     snapshot_request: str | None = None
     changelog: int | None = None  # incremental mode: checkpoint the changelog reaches
+    owner: str | None = None
+    seen_at: dt.datetime | None = None  # the owner's last sign of life
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Checkpoint:
@@ -55,11 +57,23 @@ class Checkpoint:
             acked=handoff.get("acked", False),
             snapshot_request=_pending_request(doc),
             changelog=doc.get("changelog"),
+            owner=doc.get("owner"),
+            seen_at=_aware(doc.get("seen_at")),
         )
+
+    def live_owner(self, within: float) -> str | None:
+        """The owner, if it showed a sign of life in the last `within` seconds."""
+        if self.seen_at is None or (_now() - self.seen_at).total_seconds() > within:
+            return None
+        return self.owner
 
     @property
     def held(self) -> bool:
         return self.status in HELD
+
+
+def _aware(when: dt.datetime | None) -> dt.datetime | None:
+    return when.replace(tzinfo=dt.UTC) if when is not None and when.tzinfo is None else when
 
 
 def _pending_request(doc: dict[str, Any]) -> str | None:
@@ -93,7 +107,8 @@ class Checkpoints:
         cid = checkpoint_id(self._topology, topic, partition)
         free: dict[str, Any] = {"status": {"$nin": list(HELD)}}
         allowed = {"$or": [free, {"handoff.id": handoff}]} if handoff else free
-        update = {"$inc": {"epoch": 1}, "$set": {"owner": owner, "updated_at": _now()}}
+        now = _now()
+        update = {"$inc": {"epoch": 1}, "$set": {"owner": owner, "updated_at": now, "seen_at": now}}
         doc = await with_retry(
             lambda: self._coll.find_one_and_update(
                 {"_id": cid, **allowed}, update, return_document=ReturnDocument.AFTER
@@ -147,6 +162,22 @@ class Checkpoints:
         """The stored checkpoints of these ids, with one query."""
         docs = await with_retry(lambda: self._coll.find({"_id": {"$in": ids}}).to_list(None))
         return {doc["_id"]: Checkpoint.from_doc(doc) for doc in docs}
+
+    async def heartbeat(self, ids: list[str], owner: str) -> None:
+        """The group member assigned these partitions is alive (held ones included)."""
+        await with_retry(
+            lambda: self._coll.update_many(
+                {"_id": {"$in": ids}}, {"$set": {"owner": owner, "seen_at": _now()}}
+            )
+        )
+
+    async def release(self, ids: list[str], owner: str) -> None:
+        """The member gives these partitions up: it is no longer an owner to wait for."""
+        await with_retry(
+            lambda: self._coll.update_many(
+                {"_id": {"$in": ids}, "owner": owner}, {"$unset": {"seen_at": ""}}
+            )
+        )
 
     async def all(self) -> list[dict[str, Any]]:
         """Every checkpoint document of the topology, as stored."""
@@ -207,7 +238,9 @@ class Checkpoints:
                 {"_id": cp.id, "epoch": cp.epoch, "handoff.id": cp.handoff},
                 {
                     "$set": {"status": status, "error": error, "updated_at": _now()},
-                    "$unset": {"handoff": ""},
+                    # The operation is not an owner to wait for: the member's heartbeat
+                    # names the real one again within a poll.
+                    "$unset": {"handoff": "", "owner": "", "seen_at": ""},
                 },
             )
         )

@@ -308,3 +308,43 @@ def assert_outputs(
                 f"got {got[i : i + 3]}, expected {want[i : i + 3]}"
             )
     assert not problems, f"{len(problems)} keys differ:\n" + "\n".join(problems[:10])
+
+
+class CliResult(NamedTuple):
+    code: int
+    doc: Any  # the --json document
+    stderr: str
+
+
+def tidemark(*args: str | Path, timeout: float = 90) -> CliResult:
+    """Run `tidemark ARGS --json` as a process; its exit code, JSON output and stderr."""
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "processor.cli", *map(str, args), "--json"],
+            cwd=ROOT,
+            env={**os.environ, "TIDEMARK_LOG_LEVEL": "INFO"},
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        stderr = (exc.stderr or b"").decode(errors="replace")[-3000:]
+        raise AssertionError(f"tidemark {args[0]} still running after {timeout}s:\n{stderr}") from None
+    out = done.stdout.decode()
+    try:
+        doc = orjson.loads(out) if out.strip() else None
+    except orjson.JSONDecodeError:
+        raise AssertionError(f"not one JSON document: {out!r}\n{done.stderr.decode()}") from None
+    return CliResult(done.returncode, doc, done.stderr.decode())
+
+
+def tidemark_popen(*args: str | Path, log: Path) -> subprocess.Popen[bytes]:
+    """Start `tidemark ARGS --json` in the background: stdout to `log`, stderr to `log`.err."""
+    with log.open("wb") as out, log.with_suffix(".err").open("wb") as err:
+        return subprocess.Popen(
+            [sys.executable, "-m", "processor.cli", *map(str, args), "--json"],
+            cwd=ROOT,
+            env={**os.environ, "TIDEMARK_LOG_LEVEL": "INFO"},
+            stdout=out,
+            stderr=err,
+        )
