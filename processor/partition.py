@@ -31,6 +31,7 @@ class OwnedPartition:
     dead_letters: int = 0  # produced since the last state checkpoint took the count
     last_snapshot: float = 0.0  # monotonic time of the last snapshot
     records_since_snapshot: int = 0
+    snapshot_due: bool = False
     changelog_from: int | None = None  # incremental mode: checkpoint the next delta starts at
     changelog_rebuild: bool = False  # read the next delta back from MongoDB
 

@@ -42,6 +42,9 @@ class Snapshotter:
         latest = await self.snapshots.latest(part.number)
         part.last_snapshot = time.monotonic() - (latest.age() if latest else 0.0)
         if self.incremental:
+            # The changelog answers "as of" questions from a base on: lay one down at the
+            # first checkpoint rather than leave the early history unanswerable.
+            part.snapshot_due = latest is None
             # The first delta after an assignment is read back from MongoDB: a crash may
             # have left the changelog behind the checkpoint, and a recovery skips keys a
             # partial flush already wrote, so the dirty set alone could miss changes.
@@ -57,7 +60,7 @@ class Snapshotter:
         if self.incremental:
             await self._record_delta(part, offset, flushed)
         request = part.checkpoint.snapshot_request
-        if request or self._due(part):
+        if request or part.snapshot_due or self._due(part):
             await self.take(part, offset, request)
 
     async def _record_delta(self, part: OwnedPartition, offset: int, flushed: list[Record]) -> None:
@@ -84,6 +87,7 @@ class Snapshotter:
         kind: Kind = "delta" if self.incremental and not full_due else "full"
         manifest = await self.snapshots.take(part.number, offset, self._hash, kind)
         part.last_snapshot, part.records_since_snapshot = time.monotonic(), 0
+        part.snapshot_due = False
         await self._checkpoints.snapshot_taken(part.checkpoint, manifest.version, request)
         part.checkpoint = dataclasses.replace(part.checkpoint, snapshot_request=None)
         pruned = await self.snapshots.prune(part.number, self._policy.retain, self._policy.max_age)

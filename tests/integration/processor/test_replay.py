@@ -71,6 +71,7 @@ def test_replay_one_of_four_partitions_while_two_workers_run_the_rest(
 
         produce_clicks(services, source, truth, USERS, 400, seed=99)
         wait_caught_up(sync_db, name, end_offsets(services, source, 4), 90, logs())
+        status = tidemark("status", topology)
     finally:
         for w in workers:
             w.stop_if_running()
@@ -87,8 +88,9 @@ def test_replay_one_of_four_partitions_while_two_workers_run_the_rest(
         assert (others_at_end[p] or 0) > (others_at_start[p] or 0), f"partition {p} stalled"
     assert_outputs(outputs_by_key(read_topic(services, sink, 4, truth.count)), truth.outputs())
     assert state_values(sync_db, name) == truth.totals()
-    status = tidemark("status", topology)
-    assert status.code == 0 and {r["status"] for r in status.doc} == {"unowned"}
+    assert status.code == 0 and [r["status"] for r in status.doc] == ["running"] * 4
+    assert all(r["owner"] and r["lag"] == 0 and r["epoch"] >= 1 for r in status.doc), status.doc
+    assert status.doc[1]["epoch"] >= 3, "the replay fenced the owner, the owner took it back"
 
 
 def test_restore_an_older_snapshot_and_replay_to_the_same_state(
@@ -212,7 +214,9 @@ def test_a_poison_failed_partition_is_repaired_by_fixing_the_topology_and_replay
         doc["pipeline"].insert(0, {"map": {"amount": "int(amount)"}})
         topology.write_text(yaml.safe_dump(doc, sort_keys=False))
         worker = WorkerProcess(topology, tmp_path / "w2.log").start()
-        worker.wait_for_log('"partition_held"', 60)
+        wait_until(
+            lambda: worker.log.read_text().count('"partition_assigned"') == 2, 60, "assignment"
+        )
         repaired = tidemark("replay", topology, "--partition", "1", "--from-start")
         assert repaired.code == 0, repaired.stderr
         wait_caught_up(sync_db, name, end_offsets(services, source, 2), 90, worker.tail())
