@@ -329,7 +329,8 @@ def tidemark(*args: str | Path, timeout: float = 90) -> CliResult:
         )
     except subprocess.TimeoutExpired as exc:
         stderr = (exc.stderr or b"").decode(errors="replace")[-3000:]
-        raise AssertionError(f"tidemark {args[0]} still running after {timeout}s:\n{stderr}") from None
+        message = f"tidemark {args[0]} still running after {timeout}s:\n{stderr}"
+        raise AssertionError(message) from None
     out = done.stdout.decode()
     try:
         doc = orjson.loads(out) if out.strip() else None

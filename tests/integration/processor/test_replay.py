@@ -124,9 +124,7 @@ def test_restore_an_older_snapshot_and_replay_to_the_same_state(
         assert restored.code == 0, restored.stderr
         assert restored.doc["restored_keys"] > 0
         # The owner picks partition 1 up again from the restored offset, state only.
-        wait_until(
-            lambda: "partitions_handed_back" in worker.log.read_text(), 30, "the hand-back"
-        )
+        wait_until(lambda: "partitions_handed_back" in worker.log.read_text(), 30, "the hand-back")
         produce_clicks(services, source, truth, USERS, 300, seed=9)
         wait_caught_up(sync_db, name, end_offsets(services, source, 2), 90, worker.tail())
     finally:

@@ -77,7 +77,7 @@ async def test_a_missing_chunk_is_refused(mongo_db: Db) -> None:
     await fill(mongo_db, {f"k{i}": i for i in range(2000)}, offset=5)
     manifest = await snaps.take(0, 6, "h")
     await mongo_db[CHUNKS].delete_one({"owner": manifest.id, "n": 1})
-    with pytest.raises(CorruptPayload, match="chunk 1 of .* is missing"):
+    with pytest.raises(CorruptPayload, match=r"chunk 1 of \d+ is missing"):
         await snaps.verify(manifest)
 
 
