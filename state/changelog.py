@@ -131,9 +131,6 @@ class Changelog:
                 return found
         return None
 
-    async def bytes_between(self, partition: int, start: int, end: int) -> int:
-        return sum(d.bytes for d in await self.chain(partition, start, end))
-
     async def truncate_before(self, partition: int, offset: int) -> None:
         """Drop the deltas that end at or before `offset` (a retained base covers them)."""
         old = [d.id for d in await self.deltas(partition) if d.end <= offset]

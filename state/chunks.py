@@ -8,6 +8,7 @@ prove the whole payload intact before it changes anything.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import zlib
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -67,7 +68,9 @@ async def write_payload(
 
     async def cut() -> None:
         nonlocal lines, size
-        data = _encode(lines)
+        # zlib releases the GIL: compressing on a thread keeps the event loop, and with it
+        # the partition's processing, running while a big snapshot is written.
+        data = await asyncio.to_thread(_encode, lines)
         out._digest.update(data)
         pending.append(
             {

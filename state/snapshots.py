@@ -175,10 +175,11 @@ class Snapshots:
         else:
             assert latest is not None
             base = latest.base if latest.kind == "delta" else latest.version
-            keys = await with_retry(
-                lambda: self._state.count_documents({"p": partition, "del": {"$ne": True}})
-            )
-            size = await self.changelog.bytes_between(partition, latest.offset, offset)
+            # Counting live keys means scanning the partition; a delta records what its
+            # changelog rewrites since the base instead.
+            base_offset = (await self._base(latest)).offset
+            chain = await self.changelog.chain(partition, base_offset, offset)
+            keys, size = sum(d.keys for d in chain), sum(d.bytes for d in chain)
             parts, checksum = 0, ""
         manifest = Manifest(
             self.topology,
@@ -216,7 +217,7 @@ class Snapshots:
         cursor = self._state.find(
             {"p": partition, "del": {"$ne": True}},
             {"_id": 0, "op": 1, "k": 1, "v": 1, "off": 1},
-            batch_size=10_000,
+            batch_size=2000,  # smaller batches: shorter decode stalls of the event loop
         )
         async for doc in cursor:
             yield (doc["op"], doc["k"], doc["v"], doc["off"])
@@ -256,8 +257,19 @@ class Snapshots:
         return len(docs)
 
     async def clear(self, partition: int) -> None:
-        """Remove the partition's state (replay from the start, or before a restore)."""
-        await with_retry(lambda: self._state.delete_many({"p": partition}))
+        """Remove the partition's state (replay from the start, or before a restore).
+
+        In batches of ids: FerretDB 1.x fails a `delete_many` matching more documents than
+        SQLite's limit of bound variables ("too many SQL variables").
+        """
+        while True:
+            docs = await with_retry(
+                lambda: self._state.find({"p": partition}, {"_id": 1}).limit(10_000).to_list(None)
+            )
+            if not docs:
+                return
+            batch = {"_id": {"$in": [d["_id"] for d in docs]}}
+            await with_retry(lambda b=batch: self._state.delete_many(b))  # type: ignore[misc]
 
     async def forget_after(self, partition: int, offset: int) -> None:
         """The partition's history after `offset` is about to be rewritten: drop the changelog

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
-from pymongo import ReturnDocument, UpdateOne
+from pymongo import AsyncMongoClient, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
+
+from tests.support import Services
 
 pytestmark = pytest.mark.integration
 
@@ -84,3 +87,26 @@ async def test_unique_index_rejects_duplicates(mongo_db: Db) -> None:
         await coll.insert_one({"partition": 0, "version": 1})
     await coll.insert_one({"partition": 0, "version": 2})
     assert await coll.count_documents({"partition": 0}) == 2
+
+
+async def test_concurrent_updates_of_one_document_are_not_lost(
+    mongo_db: Db, services: Services
+) -> None:
+    """An owner's checkpoint move and an operator's mark may hit one document at once."""
+    other: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(services.mongo_uri)
+    try:
+        coll, same = mongo_db["checkpoints"], other[mongo_db.name]["checkpoints"]
+        await coll.insert_one({"_id": "p0", "epoch": 0, "seen": 0})
+
+        async def bump() -> None:
+            for _ in range(200):
+                await coll.update_one({"_id": "p0"}, {"$inc": {"epoch": 1}})
+
+        async def stamp() -> None:
+            for i in range(200):
+                await same.update_many({"_id": {"$in": ["p0", "p1"]}}, {"$set": {"seen": i}})
+
+        await asyncio.gather(bump(), stamp())
+        assert await coll.find_one({"_id": "p0"}) == {"_id": "p0", "epoch": 200, "seen": 199}
+    finally:
+        await other.close()

@@ -1,0 +1,122 @@
+"""Snapshot and restore times by state size, and how long a snapshot stalls processing.
+
+For each size: fill one partition's state with N keys as a worker writes them, then
+time a full snapshot, a verification and a restore, `--runs` times. While the snapshot
+runs, a ticker coroutine on the same event loop records the longest gap between its
+ticks: that is how long processing, which shares the loop, could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+from pymongo import AsyncMongoClient
+
+from state.names import state_collection
+from state.snapshots import Snapshots
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TOPOLOGY = "bench-snapshots"
+
+
+async def _fill(db: Any, keys: int) -> None:
+    coll = db[state_collection(TOPOLOGY)]
+    await coll.drop()
+    now = dt.datetime.now(dt.UTC)
+    batch = []
+    for i in range(keys):
+        value = {"count": i % 97 + 1, "total": (i * 7) % 1000}
+        batch.append(
+            {
+                "_id": f"agg:0:user-{i}",
+                **{"op": "agg", "k": f"user-{i}", "p": 0, "v": value, "off": i},
+                **{"ep": 1, "ts": now, "del": False},
+            }
+        )
+        if len(batch) == 10_000:
+            await coll.insert_many(batch, ordered=False)
+            batch = []
+    if batch:
+        await coll.insert_many(batch, ordered=False)
+    await coll.create_index([("p", 1)])
+
+
+async def _longest_stall(stop: asyncio.Event) -> float:
+    longest, last = 0.0, time.perf_counter()
+    while not stop.is_set():
+        await asyncio.sleep(0)
+        now = time.perf_counter()
+        longest, last = max(longest, now - last), now
+    return longest
+
+
+async def measure(uri: str, keys: int, runs: int) -> dict[str, Any]:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
+    db = client["bench_snapshots"]
+    try:
+        await _fill(db, keys)
+        snaps = Snapshots(db, TOPOLOGY)
+        take, verify, restore, stalls = [], [], [], []
+        manifest = None
+        for _ in range(runs):
+            stop = asyncio.Event()
+            ticker = asyncio.create_task(_longest_stall(stop))
+            started = time.perf_counter()
+            manifest = await snaps.take(0, keys, "bench")
+            take.append(time.perf_counter() - started)
+            stop.set()
+            stalls.append(await ticker)
+            started = time.perf_counter()
+            await snaps.verify(manifest)
+            verify.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            restored = await snaps.restore(manifest, epoch=2)
+            restore.append(time.perf_counter() - started)
+            assert restored == keys, f"restored {restored} of {keys}"
+        assert manifest is not None
+        return {
+            "keys": keys,
+            "runs": runs,
+            "take_s": statistics.median(take),
+            "verify_s": statistics.median(verify),
+            "restore_s": statistics.median(restore),
+            "longest_loop_stall_ms": statistics.median(stalls) * 1000,
+            "bytes": manifest.bytes,
+            "chunks": manifest.chunks,
+        }
+    finally:
+        await client.drop_database("bench_snapshots")
+        await client.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--keys", default="100000,1000000")
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    uri = os.environ["MONGO_URI"]
+    results = []
+    for keys in map(int, args.keys.split(",")):
+        result = asyncio.run(measure(uri, keys, args.runs))
+        print(
+            f"snapshot {keys:>9,} keys: take {result['take_s']:.1f}s, verify "
+            f"{result['verify_s']:.1f}s, restore {result['restore_s']:.1f}s, longest loop stall "
+            f"{result['longest_loop_stall_ms']:.0f}ms, {result['bytes'] / 1e6:.1f} MB in "
+            f"{result['chunks']} chunks",
+            flush=True,
+        )
+        results.append(result)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "snapshots.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
