@@ -115,7 +115,12 @@ def main() -> None:
         )
         results.append(result)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "snapshots.json").write_text(json.dumps(results, indent=2))
+    path = RESULTS / "snapshots.json"
+    # Sizes measured in other invocations stay: big sizes are worth fewer runs.
+    earlier = json.loads(path.read_text()) if path.exists() else []
+    measured = {r["keys"] for r in results}
+    merged = [r for r in earlier if r["keys"] not in measured] + results
+    path.write_text(json.dumps(sorted(merged, key=lambda r: r["keys"]), indent=2))
 
 
 if __name__ == "__main__":

@@ -100,7 +100,7 @@ class Worker:
             log.info("worker_started", topology=t.name, owner=self.owner)
             await self._loop_until_stopped()
         finally:
-            if hasattr(self, "_consumer"):
+            if hasattr(self, "consumer"):
                 await asyncio.to_thread(self.consumer.close)
             await mongo.close()
             log.info("worker_stopped", topology=t.name, owner=self.owner)
