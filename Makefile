@@ -55,9 +55,12 @@ bench/.venv-quix/.installed: bench/requirements-quix.txt
 	bench/.venv-quix/bin/python -m pip install -q -r bench/requirements-quix.txt
 	@touch $@
 
-# Not part of `make test`: about 25 minutes; writes bench/results/latest.md and PNG charts.
+# Not part of `make test`: about 40 minutes; writes bench/results/latest.md and PNG charts.
 bench: services bench/.venv-quix/.installed
-	set -a; source .devstack/env; set +a; $(BIN)/python -m bench.run $(BENCH_ARGS)
+	set -a; source .devstack/env; set +a; \
+	  $(BIN)/python -m bench.snapshots --keys 100000 --runs 3 && \
+	  $(BIN)/python -m bench.snapshots --keys 1000000 --runs 1 && \
+	  $(BIN)/python -m bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -77,6 +77,23 @@ def write_report(results: Path) -> None:
             for m in memory
         ]  # type: ignore[arg-type]
         lines += ["", "![memory](memory.png)", ""]
+    snapshots = _load(results, "snapshots")
+    if snapshots:
+        lines += [
+            "## Snapshots: one partition, full snapshot and restore (medians)",
+            "",
+            "| keys | runs | take (s) | verify (s) | restore (s) | longest loop stall (ms) | "
+            "payload (MB) | chunks |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {r['keys']:,} | {r['runs']} | {float(r['take_s']):.1f} | "  # type: ignore[arg-type]
+            f"{float(r['verify_s']):.2f} | {float(r['restore_s']):.1f} | "  # type: ignore[arg-type]
+            f"{float(r['longest_loop_stall_ms']):.0f} | {int(r['bytes']) / 1e6:.1f} | "  # type: ignore[call-overload]
+            f"{r['chunks']} |"
+            for r in snapshots
+        ]
+        lines.append("")
     lines += ["## Targets", "", *_targets(medians, recovery, memory)]
     (results / "latest.md").write_text("\n".join(lines) + "\n")
 

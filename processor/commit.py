@@ -12,6 +12,9 @@ c. Move each partition's checkpoint to its next offset, conditional on its epoch
 
 Steps b and c run every `checkpoint.state_interval` as a task beside processing, over
 the dirty keys and offsets taken right after step a; a new transaction begins at once.
+After c, in the same task, the changelog grows and a due snapshot is taken
+(`snapshotting.py`): nothing flushes the partition until they are done, so they read a
+consistent cut.
 A crash between any two steps is repaired at the next assignment by replaying [W, C)
 for state only.
 """

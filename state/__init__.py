@@ -1,4 +1,5 @@
-"""MongoDB: per-partition operator state, checkpoints with epoch fencing, collection bootstrap."""
+"""MongoDB: per-partition operator state, checkpoints with epoch fencing, snapshots and the
+changelog, collection bootstrap."""
 
 from state.bootstrap import ensure_collections
 from state.checkpoints import Checkpoint, Checkpoints

@@ -84,3 +84,26 @@ def test_durations(text: str, seconds: float) -> None:
 def test_bad_durations(text: object) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration(text)
+
+
+def test_snapshot_policy_loads_and_bad_values_name_their_field() -> None:
+    topology = parse_topology(EXAMPLE.read_text(), env={})
+    policy = topology.snapshots
+    assert (policy.interval, policy.retain, policy.max_age, policy.mode) == (
+        300.0,
+        10,
+        7 * 86400.0,
+        "full",
+    )
+    bad = example(**{"mode: full ": "mode: fancy", "retain: 10 ": "retain: 0 "})
+    found = errors_of(bad)
+    assert any(e.startswith("snapshots.mode:") for e in found), found
+    assert any(e.startswith("snapshots.retain:") for e in found), found
+
+
+def test_semantic_hash_ignores_addresses_but_not_the_pipeline() -> None:
+    base = parse_topology(EXAMPLE.read_text(), env={}).semantic_hash()
+    moved = parse_topology(EXAMPLE.read_text(), env={"MONGO_URI": "mongodb://elsewhere:1"})
+    changed = parse_topology(example(**{'"amount > 0"': '"amount > 1"'}), env={})
+    assert moved.semantic_hash() == base
+    assert changed.semantic_hash() != base

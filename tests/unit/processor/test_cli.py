@@ -37,3 +37,28 @@ def test_bad_expression_exits_two(tmp_path: Path, capsys: pytest.CaptureFixture[
 def test_missing_file_exits_two(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "/nonexistent.yaml"]) == 2
     assert "cannot read file" in capsys.readouterr().err
+
+
+def test_replay_needs_exactly_one_start(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["replay", str(EXAMPLE), "--partition", "0"])
+    assert exited.value.code == 2
+    assert "one of the arguments --from-snapshot" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["replay", str(EXAMPLE), "--partition", "0", "--from-start", "--from-offset", "5"])
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_replay_from_time_must_be_iso8601(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["replay", str(EXAMPLE), "--partition", "0", "--from-time", "yesterday"])
+    assert "not an ISO 8601 time: 'yesterday'" in capsys.readouterr().err
+
+
+def test_operations_commands_reject_a_bad_topology_with_exit_two(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(EXAMPLE.read_text().replace("retain: 10 ", "retain: -1 "))
+    assert main(["status", str(bad), "--json"]) == 2
+    assert "snapshots.retain" in capsys.readouterr().err
