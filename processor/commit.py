@@ -189,7 +189,7 @@ class Committer:
             time.monotonic() - self._last_state >= checkpoint.state_interval
             or sum(p.store.dirty_count for p in parts) >= checkpoint.max_dirty_keys
             or any(p.failed and p.checkpoint.status != "failed" for p in parts)
-            or any(p.checkpoint.snapshot_request for p in parts)
+            or any(_requested(p) for p in parts)
         )
 
     def _owned(self, part: OwnedPartition) -> bool:
@@ -251,9 +251,10 @@ class Committer:
                 part.checkpoint = await self._checkpoints.advance(
                     part.checkpoint, offset, cut.dead_letters
                 )
+            # The changelog may read deletes back from MongoDB: sweep them after it.
+            await self._snapshotter.after_checkpoint(part, offset, flushed)
             if part.store.tombstones:
                 await part.store.sweep_tombstones(part.checkpoint.epoch, offset)
-            await self._snapshotter.after_checkpoint(part, offset, flushed)
         except Fenced as exc:
             self._worker.drop(part, str(exc))
 
@@ -274,9 +275,14 @@ class _Cut:
         return cls(part, _position(part), write, dead_letters)
 
 
+def _requested(part: OwnedPartition) -> bool:
+    """A snapshot was asked for and can be taken (not while re-applying [W, C))."""
+    return part.checkpoint.snapshot_request is not None and not part.replaying
+
+
 def _pending(part: OwnedPartition) -> bool:
     """Whether the partition has progress, a failure or a snapshot request to checkpoint."""
-    if part.checkpoint.snapshot_request is not None:
+    if _requested(part):
         return True
     return part.next_offset is not None and (
         part.next_offset != part.checkpoint.offset

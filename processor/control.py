@@ -14,6 +14,7 @@ worker reads once per `checkpoint.interval` for every partition it is assigned:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from typing import TYPE_CHECKING
 
@@ -37,12 +38,10 @@ class Control:
 
     async def poll(self) -> None:
         w = self._worker
-        t = w.topology
-        ids = {checkpoint_id(t.name, t.source.topic, n): n for n in sorted(w.assigned)}
+        ids = self._ids()
         if not ids:
             return
         current = await self._checkpoints.current(list(ids))
-        await self._checkpoints.heartbeat(list(current), w.owner)
         handed_back = []
         for cid, number in ids.items():
             cp = current.get(cid)
@@ -50,12 +49,16 @@ class Control:
                 continue
             part = w.parts.get(number)
             if cp.held:
+                if part is None:
+                    w.held.add(number)
                 if not cp.acked and cp.handoff is not None:
                     if part is not None:
                         await self._hand_off(number)
                     await self._checkpoints.ack_handoff(cid, cp.handoff)
                     log.info("handoff_acknowledged", partition=number, handoff=cp.handoff)
-            elif number in w.held and cp.status == "running":
+            elif number in w.held and cp.status == "running" and cp.owner in (None, w.owner):
+                # Given back by the operator (it unsets the owner). Not when another group
+                # member acquired it: then this worker is the stale one.
                 handed_back.append(number)
             elif part is not None and cp.epoch == part.checkpoint.epoch:
                 part.checkpoint = dataclasses.replace(
@@ -64,6 +67,19 @@ class Control:
         if handed_back:
             log.info("partitions_handed_back", partitions=handed_back)
             await w.restart(handed_back)
+
+    async def heartbeat_forever(self) -> None:
+        """Stamp `seen_at` every interval, beside the loop, so that an owner busy in a long
+        commit still counts as alive to operators waiting for its acknowledgement."""
+        while True:
+            ids = self._ids()
+            if ids:
+                await self._checkpoints.heartbeat(list(ids), self._worker.owner)
+            await asyncio.sleep(self._worker.topology.checkpoint.interval)
+
+    def _ids(self) -> dict[str, int]:
+        t = self._worker.topology
+        return {checkpoint_id(t.name, t.source.topic, n): n for n in sorted(self._worker.assigned)}
 
     async def _hand_off(self, number: int) -> None:
         """Pause at a committed point: everything processed is committed and checkpointed."""

@@ -11,6 +11,8 @@ from confluent_kafka.cimpl import NewTopic
 
 from config import Topology
 
+TRANSACTION_TIMEOUT_MS = 10_000
+
 
 class TopologyError(Exception):
     """The topology cannot start as configured (missing topic and the like)."""
@@ -54,7 +56,7 @@ def producer(topology: Topology, owner: str) -> Producer:
             "transactional.id": f"tidemark-{topology.name}-{uuid.uuid4().hex[:12]}",
             # A worker killed mid-transaction blocks read_committed readers of its outputs
             # until the broker aborts the transaction: keep that short (commits are ~1 s apart).
-            "transaction.timeout.ms": 10_000,
+            "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
             "linger.ms": 5,
             "queue.buffering.max.messages": 1_000_000,
             **topology.kafka.producer,

@@ -158,7 +158,8 @@ async def _take_offline(
         topology, checkpoints, partition, "paused", operator_name("snapshot")
     )
     try:
-        assert cp.offset is not None
+        if cp.offset is None:
+            raise OperationError(f"partition {partition} has no checkpoint offset yet")
         beyond = await db[state_collection(topology.name)].count_documents(
             {"p": partition, "off": {"$gte": cp.offset}}
         )

@@ -35,10 +35,15 @@ class OwnedPartition:
     changelog_from: int | None = None  # incremental mode: checkpoint the next delta starts at
     changelog_rebuild: bool = False  # read the next delta back from MongoDB
 
+    # No state checkpoint below this offset: after a crash, a partial flush of the old
+    # owner may have moved keys past W up to C, and a cut below C would not be consistent.
+    # A replay that restored or cleared the state can cut from where it starts.
+    cut_from: int = 0
+
     @property
     def replaying(self) -> bool:
-        """Still below C: re-applying events whose outputs were committed before a crash."""
-        return self.next_offset is not None and self.next_offset < self.emit_from
+        """Still re-applying events a crashed owner had processed; no state checkpoint yet."""
+        return self.next_offset is not None and self.next_offset < self.cut_from
 
     @property
     def number(self) -> int:

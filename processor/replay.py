@@ -121,6 +121,11 @@ class Replay:
             begin = checkpoint if checkpoint is not None else low
         else:
             begin = manifest.offset if manifest else low
+        if request.source == "start" and low > 0:
+            raise ReplayError(
+                f"the log of partition {p} starts at {low}: the records before it are gone "
+                "(retention); replay from a snapshot instead"
+            )
         if begin < low:
             raise ReplayError(f"offset {begin} is before the log start {low}: records are gone")
         end = request.to_offset if request.to_offset is not None else high
@@ -208,6 +213,7 @@ class Replay:
             states={op: store.view(op) for op in pipeline.stateful_ids},
             emit_from=plan.emit_from,
             commit_floor=plan.committed or 0,
+            cut_from=plan.begin,  # the state was restored or cleared: nothing is past W
         )
         snapshotter = Snapshotter(t, self._snapshots, self._checkpoints)
         await snapshotter.adopt(part)
@@ -263,6 +269,7 @@ class Replay:
             raise ReplayError(f"another operation took the partition: {self._fenced}")
         if not ok:
             raise StateError("a Kafka transaction of the replay aborted; run the replay again")
+        await committer.backpressure()
 
 
 def _kafka_view(

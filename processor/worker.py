@@ -61,7 +61,7 @@ class Worker:
         self._labels = {"topology": topology.name}
         self._to_pause: set[int] = set()
         self.assigned: set[int] = set()
-        # Assigned but left alone: failed, or handed to an operator (replay, restore).
+        # Assigned, not processed, waiting to be handed back by an operator (replay, restore).
         self.held: set[int] = set()
 
     def stop(self) -> None:
@@ -98,7 +98,11 @@ class Worker:
                 on_lost=self._on_lost,
             )
             log.info("worker_started", topology=t.name, owner=self.owner)
-            await self._loop_until_stopped()
+            beat = asyncio.create_task(self._control.heartbeat_forever())
+            try:
+                await self._loop_until_stopped()
+            finally:
+                beat.cancel()
         finally:
             if hasattr(self, "consumer"):
                 await asyncio.to_thread(self.consumer.close)
@@ -147,7 +151,7 @@ class Worker:
         known = await asyncio.to_thread(self.known_offsets, numbers)
         for number in numbers:
             tp = await self.recover(number, known[number])
-            if tp is None or number in self.held:
+            if tp is None or self.parts[number].failed:
                 self.pause(number)
                 continue
             self.consumer.seek(tp)
@@ -169,7 +173,6 @@ class Worker:
                 await self._batches.run(part, batch)
                 if part.failed:
                     self.pause(number)
-                    self.held.add(number)
         return sum(len(b) for b in batches.values())
 
     # -- ownership ----------------------------------------------------------------------
@@ -196,6 +199,9 @@ class Worker:
         if self.parts.get(part.number) is not part:
             return  # already replaced by a newer assignment
         self.forget(part)
+        # An operator may have fenced it without our acknowledgement (we looked dead); the
+        # poll resumes it when the operator hands it back, not if a group member took it.
+        self.held.add(part.number)
         metrics.FENCED.labels(**self._labels).inc()
         log.warning("partition_dropped", partition=part.number, reason=reason)
 
@@ -209,6 +215,9 @@ class Worker:
         t = self.topology
         cp = await self._checkpoints.acquire(t.source.topic, number, self.owner)
         if cp.held:
+            stale = self.parts.pop(number, None)
+            if stale is not None:  # a rewind found it handed off: what it had is aborted
+                stale.store.forget()
             self.held.add(number)
             log.info("partition_held", partition=number, status=cp.status)
             return None
@@ -225,12 +234,10 @@ class Worker:
             emit_from=max(cp.offset, known.committed or 0),
             failed=cp.status == "failed",
         )
+        part.cut_from = part.emit_from
         await self._snapshotter.adopt(part)
         self.parts[number] = part
-        if part.failed:
-            self.held.add(number)
-        else:
-            self.held.discard(number)
+        self.held.discard(number)
         log.info(
             "partition_assigned",
             partition=number,
@@ -260,7 +267,7 @@ class Worker:
         starts = {n: self._call(self.recover(n, k)) for n, k in known.items()}
         topic = self.topology.source.topic
         consumer.assign([tp or TopicPartition(topic, n) for n, tp in starts.items()])
-        idle = [TopicPartition(topic, n) for n in starts if n in self.held]
+        idle = [TopicPartition(topic, n) for n in starts if n in self.held or self.parts[n].failed]
         if idle:
             consumer.pause(idle)
 

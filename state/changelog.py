@@ -67,7 +67,7 @@ class Changelog:
             "created_at": dt.datetime.now(dt.UTC),
         }
         del doc["id"]
-        await with_retry(lambda: self._coll.insert_one(doc))
+        await with_retry(lambda: self._coll.replace_one({"_id": did}, doc, upsert=True))
         return delta
 
     async def deltas(self, partition: int) -> list[Delta]:

@@ -105,8 +105,9 @@ class Checkpoints:
         else gets it back unchanged (`held`) and must leave it alone.
         """
         cid = checkpoint_id(self._topology, topic, partition)
-        free: dict[str, Any] = {"status": {"$nin": list(HELD)}}
-        allowed = {"$or": [free, {"handoff.id": handoff}]} if handoff else free
+        allowed: dict[str, Any] = (
+            {"handoff.id": handoff} if handoff else {"status": {"$nin": list(HELD)}}
+        )
         now = _now()
         update = {"$inc": {"epoch": 1}, "$set": {"owner": owner, "updated_at": now, "seen_at": now}}
         doc = await with_retry(
@@ -164,11 +165,14 @@ class Checkpoints:
         return {doc["_id"]: Checkpoint.from_doc(doc) for doc in docs}
 
     async def heartbeat(self, ids: list[str], owner: str) -> None:
-        """The group member assigned these partitions is alive (held ones included)."""
+        """The group member assigned these partitions is alive (held ones included).
+
+        Only where it is the owner or nobody is: an operator holding a partition, or a
+        member that took it while this one is a zombie, keeps its name.
+        """
+        flt = {"_id": {"$in": ids}, "$or": [{"owner": owner}, {"owner": None}]}
         await with_retry(
-            lambda: self._coll.update_many(
-                {"_id": {"$in": ids}}, {"$set": {"owner": owner, "seen_at": _now()}}
-            )
+            lambda: self._coll.update_many(flt, {"$set": {"owner": owner, "seen_at": _now()}})
         )
 
     async def release(self, ids: list[str], owner: str) -> None:

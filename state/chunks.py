@@ -19,7 +19,7 @@ import orjson
 from pymongo.asynchronous.collection import AsyncCollection
 
 from state.errors import StateError
-from state.retry import with_retry
+from state.retry import insert_all, with_retry
 
 Record = tuple[str, str, Any, int]  # op, key, value, offset of the last event applied
 CHUNKS = "snapshot_chunks"
@@ -106,7 +106,7 @@ async def _insert(coll: AsyncCollection[Any], docs: list[dict[str, Any]]) -> Non
     if docs:
         batch = list(docs)
         docs.clear()
-        await with_retry(lambda: coll.insert_many(batch, ordered=False))
+        await insert_all(coll, batch)
 
 
 async def _aiter(records: AsyncIterator[Record] | Iterable[Record]) -> AsyncIterator[Record]:

@@ -7,10 +7,11 @@ checkpoint moves to a fixed offset), so a retry after an unknown outcome is safe
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
-from pymongo.errors import AutoReconnect, ConnectionFailure, NetworkTimeout
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import AutoReconnect, BulkWriteError, ConnectionFailure, NetworkTimeout
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -23,6 +24,7 @@ T = TypeVar("T")
 log = structlog.get_logger("tidemark.state")
 
 TRANSIENT = (AutoReconnect, ConnectionFailure, NetworkTimeout)
+DUPLICATE_KEY = 11000
 
 
 def _log(state: RetryCallState) -> None:
@@ -42,3 +44,18 @@ async def with_retry(operation: Callable[[], Awaitable[T]], give_up_after: float
         with attempt:
             return await operation()
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def insert_all(coll: AsyncCollection[Any], docs: list[dict[str, Any]]) -> None:
+    """`insert_many`, retried like the rest; a retry after an unknown outcome finds the
+    documents of the first attempt already there, which is success, not a duplicate."""
+
+    async def attempt() -> None:
+        try:
+            await coll.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors") or [{}]
+            if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
+
+    await with_retry(attempt)

@@ -13,18 +13,19 @@ mode a version is either a full base or a delta manifest: base + the changelog u
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 
 from state import chunks
 from state.changelog import Changelog
 from state.errors import StateError
 from state.names import state_collection, state_id
-from state.retry import with_retry
+from state.retry import insert_all, with_retry
 
 SNAPSHOTS = "snapshots"
 Kind = Literal["full", "delta"]
@@ -157,7 +158,7 @@ class Snapshots:
     ) -> Manifest:
         """Write the next version: a cut of the partition's state as it is now, at `offset`."""
         latest = await self.latest(partition)
-        version = latest.version + 1 if latest else 1
+        version = await self._next_version(partition, latest)
         mid = manifest_id(self.topology, partition, version)
         if kind == "delta" and not await self._can_build_on(latest, offset):
             kind = "full"
@@ -196,11 +197,25 @@ class Snapshots:
             base,
         )
         doc = {"_id": mid, **manifest.__dict__}
-        try:
-            await with_retry(lambda: self._manifests.insert_one(doc))
-        except DuplicateKeyError as exc:
-            raise StateError(f"snapshot {mid} was written concurrently") from exc
+        # The version is ours alone (the counter), so a replace is a safe retry.
+        await with_retry(lambda: self._manifests.replace_one({"_id": mid}, doc, upsert=True))
         return manifest
+
+    async def _next_version(self, partition: int, latest: Manifest | None) -> int:
+        """Versions count up and are never reused, even after a restore dropped newer delta
+        versions; a snapshot that crashed midway leaves its number unused."""
+        counter = {"_id": f"seq:{self.topology}:{partition}"}  # no `topology`: never listed
+        doc = await with_retry(
+            lambda: self._manifests.find_one_and_update(
+                counter, {"$inc": {"last": 1}}, upsert=True, return_document=ReturnDocument.AFTER
+            )
+        )
+        assert doc is not None
+        version = max(int(doc["last"]), latest.version + 1 if latest else 1)
+        if version != doc["last"]:
+            catch_up = {"$max": {"last": version}}
+            await with_retry(lambda: self._manifests.update_one(counter, catch_up))
+        return version
 
     async def _can_build_on(self, latest: Manifest | None, offset: int) -> bool:
         """A delta needs a base and an unbroken changelog from it (a crash can break it)."""
@@ -252,8 +267,7 @@ class Snapshots:
 
     async def _insert(self, docs: list[dict[str, Any]]) -> int:
         for start in range(0, len(docs), 2000):
-            batch = docs[start : start + 2000]
-            await with_retry(lambda b=batch: self._state.insert_many(b, ordered=False))  # type: ignore[misc]
+            await insert_all(self._state, docs[start : start + 2000])
         return len(docs)
 
     async def clear(self, partition: int) -> None:
@@ -305,7 +319,11 @@ class Snapshots:
             # Manifests first: a crash midway leaves unlisted chunks, never a listed
             # snapshot without its payload.
             await with_retry(lambda: self._manifests.delete_many({"_id": {"$in": ids}}))
-            await chunks.delete_payloads(self._chunks, ids)
+        # Chunks of pruned versions, and of snapshots that crashed before their manifest.
+        kept = [m.id for m in found if m.version in keep]
+        own = f"^{re.escape(self.topology)}:{partition}:[0-9]+$"
+        orphans = {"owner": {"$regex": own, "$nin": kept}}
+        await with_retry(lambda: self._chunks.delete_many(orphans))
         oldest_base = min(m.offset for m in found if m.version in keep and m.kind == "full")
         await self.changelog.truncate_before(partition, oldest_base)
         return [m.version for m in gone]

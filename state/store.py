@@ -19,10 +19,9 @@ from config.state import Stamped
 from state.chunks import Record
 from state.errors import Fenced, StateError
 from state.names import state_id
-from state.retry import with_retry
+from state.retry import DUPLICATE_KEY, with_retry
 
 _ABSENT = Stamped(None, -1)  # cached "no document": a key never written
-DUPLICATE_KEY = 11000
 
 
 class PartitionStore:

@@ -125,6 +125,8 @@ async def test_incremental_versions_are_base_plus_changelog(mongo_db: Db) -> Non
     # Restoring rewrites history after the cut: later deltas and their versions go.
     assert [d.start for d in await snaps.changelog.deltas(0)] == [1]
     assert [m.version for m in await snaps.versions(0)] == [1, 2]
+    again = await snaps.take(0, 5, "h", kind="full")
+    assert again.version == 4, "version 3 named another cut: never reused"
 
 
 async def test_a_gap_in_the_changelog_is_reported_and_avoided(mongo_db: Db) -> None:
