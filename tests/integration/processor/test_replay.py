@@ -110,6 +110,9 @@ def test_restore_an_older_snapshot_and_replay_to_the_same_state(
         for seed in range(4):  # a few rounds, so several snapshots exist
             produce_clicks(services, source, truth, USERS, 500, seed=seed)
             wait_caught_up(sync_db, name, end_offsets(services, source, 2), 90, worker.tail())
+        # The snapshot follows its checkpoint in the same task: wait for the second.
+        query = {"topology": name, "partition": 0}
+        wait_until(lambda: sync_db["snapshots"].count_documents(query) >= 2, 30, "2 snapshots")
         snaps = tidemark("snapshot", "list", topology, "--partition", "0")
         assert snaps.code == 0 and len(snaps.doc) >= 2, snaps
         first = snaps.doc[0]
