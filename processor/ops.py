@@ -171,7 +171,7 @@ async def _take_offline(
         snapshots = Snapshots(db, topology.name, topology.snapshots.chunk_bytes)
         return await snapshots.take(partition, cp.offset, topology.semantic_hash(), "full")
     finally:
-        await give_back(checkpoints, cp, previous, cp.error)
+        await give_back(checkpoints, cp, previous)
 
 
 async def snapshot_restore(

@@ -31,12 +31,12 @@ from processor.handoff import give_back, operator_name, take_over
 from processor.partition import OwnedPartition
 from processor.processing import BatchProcessor, Raw
 from processor.snapshotting import Snapshotter
-from state import Checkpoints, PartitionStore, StateError
+from state import Checkpoint, Checkpoints, PartitionStore, StateError
 from state.names import state_collection
 from state.snapshots import Manifest, Snapshots
 
 log = structlog.get_logger("tidemark.replay")
-From = Literal["snapshot", "start", "offset", "time", "checkpoint"]
+From = Literal["snapshot", "start", "offset", "time"]
 
 
 class ReplayError(Exception):
@@ -117,10 +117,7 @@ class Replay:
                     f"no snapshot at or before offset {target} and the log starts at {low}: "
                     "the records before it are gone"
                 )
-        if request.source == "checkpoint":
-            begin = checkpoint if checkpoint is not None else low
-        else:
-            begin = manifest.offset if manifest else low
+        begin = manifest.offset if manifest else low
         if request.source == "start" and low > 0:
             raise ReplayError(
                 f"the log of partition {p} starts at {low}: the records before it are gone "
@@ -129,8 +126,6 @@ class Replay:
         if begin < low:
             raise ReplayError(f"offset {begin} is before the log start {low}: records are gone")
         end = request.to_offset if request.to_offset is not None else high
-        if request.source == "checkpoint":
-            end = max(begin, committed or begin)
         if not begin <= end <= high:
             raise ReplayError(f"end offset {end} must be within [{begin}, {high}]")
         silent = target if target is not None else begin
@@ -140,7 +135,7 @@ class Replay:
         return Plan(
             partition=p,
             restore_version=manifest.version if manifest else None,
-            clear_state=manifest is None and request.source != "checkpoint",
+            clear_state=manifest is None,
             begin=begin,
             emit_from=emit_from,
             end=end,
@@ -183,7 +178,7 @@ class Replay:
         log.info("replay_finished", partition=number, end=plan.end)
         return plan
 
-    async def _restore(self, plan: Plan, cp: Any) -> Any:
+    async def _restore(self, plan: Plan, cp: Checkpoint) -> Checkpoint:
         if plan.restore_version is not None:
             manifest = await self._snapshots.get(plan.partition, plan.restore_version)
             keys = await self._snapshots.restore(manifest, cp.epoch)
@@ -196,7 +191,7 @@ class Replay:
             cp = await self._checkpoints.changelog_reaches(cp, plan.begin)
         return cp
 
-    async def _reprocess(self, plan: Plan, cp: Any) -> OwnedPartition:
+    async def _reprocess(self, plan: Plan, cp: Checkpoint) -> OwnedPartition:
         t = self.topology
         pipeline = build_pipeline(t)
         counts = await asyncio.to_thread(kafka.check_topics, t)

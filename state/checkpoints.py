@@ -236,16 +236,22 @@ class Checkpoints:
         )
 
     async def end_handoff(self, cp: Checkpoint, status: Status, error: str | None = None) -> None:
-        """Give the partition back to the group; `Fenced` if someone else took it meanwhile."""
+        """Give the partition back to the group; `Fenced` if someone else took it meanwhile.
+
+        `running` clears the error; otherwise `error`, if given, replaces it.
+        """
+        fields: dict[str, Any] = {"status": status, "updated_at": _now()}
+        if error is not None:
+            fields["error"] = error
+        # The operation is not an owner to wait for: the member's heartbeat names the real
+        # one again within a poll.
+        gone = dict.fromkeys(["handoff", "owner", "seen_at"], "")
+        if status == "running":
+            gone["error"] = ""
         result = await with_retry(
             lambda: self._coll.update_one(
                 {"_id": cp.id, "epoch": cp.epoch, "handoff.id": cp.handoff},
-                {
-                    "$set": {"status": status, "error": error, "updated_at": _now()},
-                    # The operation is not an owner to wait for: the member's heartbeat
-                    # names the real one again within a poll.
-                    "$unset": {"handoff": "", "owner": "", "seen_at": ""},
-                },
+                {"$set": fields, "$unset": gone},
             )
         )
         if result.matched_count == 0:

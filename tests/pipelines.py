@@ -316,13 +316,15 @@ class CliResult(NamedTuple):
     stderr: str
 
 
-def tidemark(*args: str | Path, timeout: float = 90) -> CliResult:
+def tidemark(
+    *args: str | Path, timeout: float = 90, env: dict[str, str] | None = None
+) -> CliResult:
     """Run `tidemark ARGS --json` as a process; its exit code, JSON output and stderr."""
     try:
         done = subprocess.run(
             [sys.executable, "-m", "processor.cli", *map(str, args), "--json"],
             cwd=ROOT,
-            env={**os.environ, "TIDEMARK_LOG_LEVEL": "INFO"},
+            env={**os.environ, "TIDEMARK_LOG_LEVEL": "INFO", **(env or {})},
             capture_output=True,
             timeout=timeout,
             check=False,

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from pymongo.database import Database
 
+from state.names import CHECKPOINTS
 from tests.pipelines import (
     Truth,
     WorkerProcess,
@@ -20,6 +21,7 @@ from tests.pipelines import (
     produce_clicks,
     read_topic,
     state_values,
+    tidemark,
     wait_caught_up,
 )
 from tests.support import Services, TopicFactory, wait_until
@@ -86,4 +88,36 @@ def test_kill_at_each_fault_point_and_at_random(
     assert kills >= 8
     assert truth.count >= 20_000
     assert_outputs(outputs_by_key(read_topic(services, sink, 4, truth.count)), truth.outputs())
+    assert state_values(sync_db, name) == truth.totals()
+
+
+def test_replay_killed_at_each_fault_point_is_finished_by_the_next_replay(
+    services: Services, make_topic: TopicFactory, sync_db: Database[Any], tmp_path: Path
+) -> None:
+    """A replay runs the same commit protocol: killed anywhere, `--force` finishes the job."""
+    every_step = {"interval": "300ms", "max_records": 500, "state_interval": "1ms"}
+    source, sink, name, topology = counting_pipeline(
+        make_topic, services, sync_db.name, tmp_path, 2, checkpoint=every_step
+    )
+    truth = Truth()
+    produce_clicks(services, source, truth, USERS, 3000, seed=1)
+    worker = WorkerProcess(topology, tmp_path / "w.log").start()
+    try:
+        wait_caught_up(sync_db, name, end_offsets(services, source, 2), 90, worker.tail())
+        for i, point in enumerate(("after_kafka_commit", "after_state_flush", "after_checkpoint")):
+            produce_clicks(services, source, truth, USERS, 1000, seed=10 + i)
+            killed = tidemark(
+                "replay", topology, "--partition", "0", "--from-start", *(["--force"] * (i > 0)),
+                env={"TIDEMARK_FAULT": f"{point}:n=1"},
+            )  # fmt: skip
+            assert killed.code == -9, killed
+            status = sync_db[CHECKPOINTS].find_one({"topology": name, "partition": 0})
+            assert status is not None and status["status"] == "replaying"
+        finished = tidemark("replay", topology, "--partition", "0", "--from-start", "--force")
+        assert finished.code == 0, finished.stderr
+        produce_clicks(services, source, truth, USERS, 500, seed=20)
+        wait_caught_up(sync_db, name, end_offsets(services, source, 2), 90, worker.tail())
+    finally:
+        worker.stop_if_running()
+    assert_outputs(outputs_by_key(read_topic(services, sink, 2, truth.count)), truth.outputs())
     assert state_values(sync_db, name) == truth.totals()
