@@ -20,7 +20,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from config import Topology
 from processor import ops
 from processor.handoff import HandoffTimeout
-from processor.replay import Replay, ReplayError, Request
+from processor.replay import From, Replay, ReplayError, Request
 from state import StateError
 
 EXIT_FAILED = 1
@@ -115,20 +115,29 @@ async def _state(t: Topology, db: AsyncDatabase[Any], args: argparse.Namespace) 
 
 
 async def _replay(t: Topology, db: AsyncDatabase[Any], args: argparse.Namespace) -> Any:
-    if args.from_snapshot is not None:
-        request = Request(args.partition, "snapshot", version=args.from_snapshot)
-    elif args.from_start:
-        request = Request(args.partition, "start")
-    elif args.from_offset is not None:
-        request = Request(args.partition, "offset", offset=args.from_offset)
-    else:
-        request = Request(args.partition, "time", time=args.from_time)
-    request = Request(**{**request.__dict__, "to_offset": args.to_offset, "emit": args.emit})
+    request = Request(
+        args.partition,
+        _start(args),
+        version=args.from_snapshot,
+        offset=args.from_offset,
+        time=args.from_time,
+        to_offset=args.to_offset,
+        emit=args.emit,
+    )
     replay = Replay(t, db, progress=False if args.json else None)
     if args.dry_run:
         return {"dry_run": True, **(await replay.plan(request)).describe()}
     plan = await replay.run(request, force=args.force, ack_timeout=args.ack_timeout)
     return {"dry_run": False, "replayed": plan.end - plan.begin, **plan.describe()}
+
+
+def _start(args: argparse.Namespace) -> From:
+    """Which of the mutually exclusive --from-* options was given."""
+    if args.from_snapshot is not None:
+        return "snapshot"
+    if args.from_start:
+        return "start"
+    return "offset" if args.from_offset is not None else "time"
 
 
 HANDLERS: dict[str, Handler] = {

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -231,14 +231,16 @@ class Committer:
             return False
         return True
 
-    async def _flush(self, part: OwnedPartition, write: Awaitable[list[Record]]) -> list[Record]:
+    async def _flush(
+        self, part: OwnedPartition, write: Awaitable[Iterable[Record]]
+    ) -> Iterable[Record]:
         try:
             return await write
         except Fenced as exc:
             self._worker.drop(part, str(exc))
             return []
 
-    async def _advance(self, cut: _Cut, flushed: list[Record]) -> None:
+    async def _advance(self, cut: _Cut, flushed: Iterable[Record]) -> None:
         part, offset = cut.part, cut.offset
         assert offset is not None
         try:
@@ -265,7 +267,7 @@ class _Cut:
 
     part: OwnedPartition
     offset: int | None
-    write: Awaitable[list[Record]]
+    write: Awaitable[Iterable[Record]]
     dead_letters: int
 
     @classmethod

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
@@ -119,3 +121,37 @@ def offsets_reader(topology: Topology) -> Consumer:
             **topology.kafka.consumer,
         }
     )
+
+
+@dataclass(frozen=True)
+class Positions:
+    """Where one source partition stands in Kafka."""
+
+    low: int
+    high: int
+    committed: int | None  # the group's committed offset, None if it never committed
+    at_time: int | None = None  # first offset at or after the time asked for
+
+
+def source_positions(
+    topology: Topology, partitions: list[int], at: dt.datetime | None = None
+) -> dict[int, Positions]:
+    """Watermarks and committed offsets of source partitions (blocking; read only)."""
+    reader = offsets_reader(topology)
+    topic = topology.source.topic
+    try:
+        committed = reader.committed([TopicPartition(topic, p) for p in partitions], timeout=15)
+        found = {}
+        for tp in committed:
+            low, high = reader.get_watermark_offsets(tp, timeout=15)
+            at_time = None
+            if at is not None:
+                wanted = TopicPartition(topic, tp.partition, int(at.timestamp() * 1000))
+                offset = reader.offsets_for_times([wanted], timeout=15)[0].offset
+                at_time = offset if offset >= 0 else high
+            found[tp.partition] = Positions(
+                low, high, tp.offset if tp.offset >= 0 else None, at_time
+            )
+        return found
+    finally:
+        reader.close()

@@ -9,7 +9,6 @@ import asyncio
 import time
 from typing import Any
 
-from confluent_kafka import TopicPartition
 from pymongo.asynchronous.database import AsyncDatabase
 
 from config import Topology
@@ -34,7 +33,7 @@ async def status(topology: Topology, db: AsyncDatabase[Any]) -> list[Row]:
     )
     if count is None:
         raise OperationError(f"source topic {t.source.topic!r} does not exist")
-    view = await asyncio.to_thread(_offsets, t, list(range(count)))
+    view = await asyncio.to_thread(kafka.source_positions, t, list(range(count)))
     docs = {d["partition"]: d for d in await Checkpoints(db, t.name).all()}
     within = liveness(t)
     latest: dict[int, Manifest] = {}
@@ -43,7 +42,7 @@ async def status(topology: Topology, db: AsyncDatabase[Any]) -> list[Row]:
     rows = []
     for p in range(count):
         doc = docs.get(p, {})
-        low, high, committed = view[p]
+        low, high, committed = view[p].low, view[p].high, view[p].committed
         checkpoint = doc.get("offset")
         done = committed if committed is not None else (checkpoint or low)
         snapshot = latest.get(p)
@@ -71,20 +70,6 @@ def _status(stored: str | None, owner: str | None) -> str:
     if stored in ("failed", "replaying", "paused"):
         return stored
     return "running" if owner else "unowned"
-
-
-def _offsets(topology: Topology, partitions: list[int]) -> dict[int, tuple[int, int, int | None]]:
-    reader = kafka.offsets_reader(topology)
-    try:
-        topic = topology.source.topic
-        committed = reader.committed([TopicPartition(topic, p) for p in partitions], timeout=15)
-        view = {}
-        for tp in committed:
-            low, high = reader.get_watermark_offsets(tp, timeout=15)
-            view[tp.partition] = (low, high, tp.offset if tp.offset >= 0 else None)
-        return view
-    finally:
-        reader.close()
 
 
 def manifest_row(m: Manifest, current_hash: str) -> Row:

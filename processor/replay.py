@@ -96,13 +96,8 @@ class Replay:
     async def plan(self, request: Request) -> Plan:
         """Decide start, end and what to restore; changes nothing."""
         t, p = self.topology, request.partition
-        reader = kafka.offsets_reader(t)
-        try:
-            low, high, committed, at_time = await asyncio.to_thread(
-                _kafka_view, reader, t.source.topic, p, request.time
-            )
-        finally:
-            await asyncio.to_thread(reader.close)
+        pos = (await asyncio.to_thread(kafka.source_positions, t, [p], request.time))[p]
+        low, high, committed, at_time = pos.low, pos.high, pos.committed, pos.at_time
         cp = await self._checkpoints.get(t.source.topic, p)
         checkpoint = cp.offset if cp else None
         target = request.offset if request.source == "offset" else at_time
@@ -265,18 +260,3 @@ class Replay:
         if not ok:
             raise StateError("a Kafka transaction of the replay aborted; run the replay again")
         await committer.backpressure()
-
-
-def _kafka_view(
-    reader: Any, topic: str, partition: int, at: dt.datetime | None
-) -> tuple[int, int, int | None, int | None]:
-    """Watermarks, the group's committed offset and, if asked, the offset at a time."""
-    tp = TopicPartition(topic, partition)
-    low, high = reader.get_watermark_offsets(tp, timeout=15)
-    committed = reader.committed([tp], timeout=15)[0].offset
-    at_offset = None
-    if at is not None:
-        wanted = TopicPartition(topic, partition, int(at.timestamp() * 1000))
-        found = reader.offsets_for_times([wanted], timeout=15)[0].offset
-        at_offset = found if found >= 0 else high
-    return low, high, committed if committed >= 0 else None, at_offset

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Iterable
 
 import structlog
 
@@ -54,7 +55,7 @@ class Snapshotter:
             part.changelog_rebuild = True
 
     async def after_checkpoint(
-        self, part: OwnedPartition, offset: int, flushed: list[Record]
+        self, part: OwnedPartition, offset: int, flushed: Iterable[Record]
     ) -> None:
         """Extend the changelog to `offset`, then take a snapshot there if one is due."""
         if self.incremental:
@@ -63,7 +64,9 @@ class Snapshotter:
         if request or part.snapshot_due or self._due(part):
             await self.take(part, offset, request)
 
-    async def _record_delta(self, part: OwnedPartition, offset: int, flushed: list[Record]) -> None:
+    async def _record_delta(
+        self, part: OwnedPartition, offset: int, flushed: Iterable[Record]
+    ) -> None:
         start = part.changelog_from
         if start is None or start >= offset:
             return

@@ -85,18 +85,14 @@ class Changelog:
         ]
 
     async def chain(self, partition: int, start: int, end: int) -> list[Delta]:
-        """The deltas leading from checkpoint `start` to checkpoint `end`, in order."""
-        by_start = {d.start: d for d in await self.deltas(partition)}
-        found, at = [], start
-        while at < end:
-            delta = by_start.get(at)
-            if delta is None or delta.end > end:
-                raise chunks.CorruptPayload(
-                    f"changelog of partition {partition} has no delta from {at} on the way "
-                    f"from {start} to {end}"
-                )
-            found.append(delta)
-            at = delta.end
+        """The deltas leading from checkpoint `start` exactly to checkpoint `end`, in order."""
+        found = await self.reach(partition, start, end)
+        at = found[-1].end if found else start
+        if at != end:
+            raise chunks.CorruptPayload(
+                f"changelog of partition {partition} has no delta from {at} on the way "
+                f"from {start} to {end}"
+            )
         return found
 
     async def reach(self, partition: int, start: int, limit: int) -> list[Delta]:

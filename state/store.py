@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import OrderedDict
-from collections.abc import Awaitable, Collection
+from collections.abc import Awaitable, Collection, Iterable
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
@@ -105,7 +105,7 @@ class PartitionStore:
         self._dirty.clear()
         self._flushing.clear()
 
-    def flush(self, epoch: int) -> Awaitable[list[Record]]:
+    def flush(self, epoch: int) -> Awaitable[Iterable[Record]]:
         """Take the dirty keys now; the awaitable writes them conditional on `epoch`.
 
         The keys are taken at the call, so processing may go on while the write runs; puts
@@ -113,7 +113,8 @@ class PartitionStore:
         from memory. `Fenced` if a newer owner wrote first: MongoDB applies the other
         statements of an unordered command, FerretDB 1.x stops at the first failure; either
         way the per-key `off` stamps make what did apply harmless, and this writer stops.
-        The awaitable returns what it wrote, for the changelog.
+        The awaitable returns what it wrote, for the changelog, as a lazy iterable: only
+        incremental mode reads it.
         """
         assert not self._flushing, "one flush at a time"
         self._flushing, self._dirty = self._dirty, {}
@@ -139,13 +140,12 @@ class PartitionStore:
         ]
         return self._write(statements, epoch)
 
-    async def _write(self, statements: list[dict[str, Any]], epoch: int) -> list[Record]:
+    async def _write(self, statements: list[dict[str, Any]], epoch: int) -> Iterable[Record]:
         for start in range(0, len(statements), self._chunk):
             await self._send(statements[start : start + self._chunk], epoch)
-        written = [(op, key, v, off) for op, key, (v, off) in self._flushing.values()]
-        self.tombstones += sum(1 for *_, value, _ in written if value is None)
-        self._flushing = {}
-        return written
+        flushed, self._flushing = self._flushing, {}
+        self.tombstones += sum(1 for *_, stamped in flushed.values() if stamped.value is None)
+        return ((op, key, v, off) for op, key, (v, off) in flushed.values())
 
     async def _send(self, statements: list[dict[str, Any]], epoch: int) -> None:
         # A raw command rather than bulk_write: pymongo's bulk result merge expects

@@ -310,6 +310,13 @@ def assert_outputs(
     assert not problems, f"{len(problems)} keys differ:\n" + "\n".join(problems[:10])
 
 
+CLI_ENV = {**os.environ, "TIDEMARK_LOG_LEVEL": "INFO"}  # progress logs on stderr: failures say more
+
+
+def _cli(args: tuple[str | Path, ...]) -> list[str]:
+    return [sys.executable, "-m", "processor.cli", *map(str, args), "--json"]
+
+
 class CliResult(NamedTuple):
     code: int
     doc: Any  # the --json document
@@ -322,9 +329,9 @@ def tidemark(
     """Run `tidemark ARGS --json` as a process; its exit code, JSON output and stderr."""
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "processor.cli", *map(str, args), "--json"],
+            _cli(args),
             cwd=ROOT,
-            env={**os.environ, "TIDEMARK_LOG_LEVEL": "INFO", **(env or {})},
+            env={**CLI_ENV, **(env or {})},
             capture_output=True,
             timeout=timeout,
             check=False,
@@ -345,9 +352,9 @@ def tidemark_popen(*args: str | Path, log: Path) -> subprocess.Popen[bytes]:
     """Start `tidemark ARGS --json` in the background: stdout to `log`, stderr to `log`.err."""
     with log.open("wb") as out, log.with_suffix(".err").open("wb") as err:
         return subprocess.Popen(
-            [sys.executable, "-m", "processor.cli", *map(str, args), "--json"],
+            _cli(args),
             cwd=ROOT,
-            env={**os.environ, "TIDEMARK_LOG_LEVEL": "INFO"},
+            env=CLI_ENV,
             stdout=out,
             stderr=err,
         )

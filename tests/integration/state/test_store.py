@@ -28,7 +28,7 @@ async def test_put_flush_and_read_back_through_a_fresh_store(mongo_db: Db) -> No
         s.put("agg", f"k{i}", {"n": i}, 100 + i)
     s.put("agg", "k1", {"n": 11}, 120)  # coalesced: one write per key
     assert s.dirty_count == 10
-    assert len(await s.flush(epoch=1)) == 10
+    assert len(list(await s.flush(epoch=1))) == 10
     assert s.dirty_count == 0
 
     fresh = await store(mongo_db)
