@@ -102,7 +102,7 @@ def test_restore_an_older_snapshot_and_replay_to_the_same_state(
         sync_db.name,
         tmp_path,
         2,
-        snapshots={"every_records": 300, "retain": 50},
+        snapshots={"every_records": 100, "retain": 50},  # several per partition
     )
     worker = WorkerProcess(topology, tmp_path / "w.log").start()
     truth = Truth()
