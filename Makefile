@@ -5,7 +5,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-PACKAGES := config operators state processor
+PACKAGES := -p tidemark
 PYTEST_ARGS ?=
 
 .PHONY: help venv services services-down services-reset lint typecheck test unit demo bench clean

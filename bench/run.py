@@ -106,7 +106,7 @@ def command(
     }
     path = workdir / "topology.yaml"
     path.write_text(yaml.safe_dump(topology))
-    return [sys.executable, "-m", "processor.cli", "run", str(path)]
+    return [sys.executable, "-m", "tidemark", "run", str(path)]
 
 
 def peak_rss_mb(pid: int) -> float:

@@ -20,8 +20,8 @@ from typing import Any
 
 from pymongo import AsyncMongoClient
 
-from state.names import state_collection
-from state.snapshots import Snapshots
+from tidemark.state.names import state_collection
+from tidemark.state.snapshots import Snapshots
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TOPOLOGY = "bench-snapshots"

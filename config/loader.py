@@ -10,8 +10,8 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from config.interpolate import MissingVariable, interpolate
-from config.model import Topology
+from tidemark.config.interpolate import MissingVariable, interpolate
+from tidemark.config.model import Topology
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
 
-from config.durations import Duration
+from tidemark.config.durations import Duration
 
 AGGREGATIONS = ("count", "sum", "min", "max", "avg", "first", "last")
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from config.model import Aggregate
-from config.model import field_path as parse_path
-from config.state import State
-from operators.events import Event, RecordError, get_path, key_string
+from tidemark.config.model import Aggregate
+from tidemark.config.model import field_path as parse_path
+from tidemark.config.state import State
+from tidemark.operators.events import Event, RecordError, get_path, key_string
 
 Accumulator = dict[str, Any]
 Step = Callable[[Accumulator, Any], None]

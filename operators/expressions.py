@@ -11,7 +11,7 @@ from typing import Any
 
 from simpleeval import FeatureNotAvailable, InvalidExpression, NameNotDefined, SimpleEval
 
-from operators.events import RecordError
+from tidemark.operators.events import RecordError
 
 # Deterministic functions only: outputs must be a function of input order and state.
 FUNCTIONS = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from config.state import Stamped
+from tidemark.config.state import Stamped
 
 
 class InMemoryState:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
-from config.state import State
-from operators.events import Event
+from tidemark.config.state import State
+from tidemark.operators.events import Event
 
 
 class StatelessOperator(Protocol):

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from config.model import AggregateStep, FilterStep, MapStep, ProjectStep, Topology
-from operators.aggregate import KeyedAggregate
-from operators.pipeline import Operator, Pipeline
-from operators.stateless import Filter, Map, Project
+from tidemark.config.model import AggregateStep, FilterStep, MapStep, ProjectStep, Topology
+from tidemark.operators.aggregate import KeyedAggregate
+from tidemark.operators.pipeline import Operator, Pipeline
+from tidemark.operators.stateless import Filter, Map, Project
 
 
 def build_pipeline(topology: Topology) -> Pipeline:

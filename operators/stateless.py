@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from operators.events import Event, RecordError
-from operators.expressions import Expression
+from tidemark.operators.events import Event, RecordError
+from tidemark.operators.expressions import Expression
 
 
 class Filter:

@@ -6,7 +6,7 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from state.names import CHECKPOINTS, state_collection
+from tidemark.state.names import CHECKPOINTS, state_collection
 
 
 async def ensure_collections(db: AsyncDatabase[Any], topology: str) -> None:

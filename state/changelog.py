@@ -17,8 +17,8 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from state import chunks
-from state.retry import with_retry
+from tidemark.state import chunks
+from tidemark.state.retry import with_retry
 
 CHANGELOG = "changelog"
 

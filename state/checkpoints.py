@@ -15,9 +15,9 @@ from typing import Any, Literal
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
-from state.errors import Fenced, StateError
-from state.names import CHECKPOINTS, checkpoint_id
-from state.retry import with_retry
+from tidemark.state.errors import Fenced, StateError
+from tidemark.state.names import CHECKPOINTS, checkpoint_id
+from tidemark.state.retry import with_retry
 
 Status = Literal["running", "failed", "replaying", "paused"]
 # Held by an operator's hand-off (replay, restore): group members leave it alone.

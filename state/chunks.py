@@ -18,8 +18,8 @@ from typing import Any
 import orjson
 from pymongo.asynchronous.collection import AsyncCollection
 
-from state.errors import StateError
-from state.retry import insert_all, with_retry
+from tidemark.state.errors import StateError
+from tidemark.state.retry import insert_all, with_retry
 
 Record = tuple[str, str, Any, int]  # op, key, value, offset of the last event applied
 CHUNKS = "snapshot_chunks"

@@ -21,11 +21,11 @@ from typing import Any, Literal
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
-from state import chunks
-from state.changelog import Changelog
-from state.errors import StateError
-from state.names import state_collection, state_id
-from state.retry import insert_all, with_retry
+from tidemark.state import chunks
+from tidemark.state.changelog import Changelog
+from tidemark.state.errors import StateError
+from tidemark.state.names import state_collection, state_id
+from tidemark.state.retry import insert_all, with_retry
 
 SNAPSHOTS = "snapshots"
 Kind = Literal["full", "delta"]

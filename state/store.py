@@ -15,11 +15,11 @@ from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 
-from config.state import Stamped
-from state.chunks import Record
-from state.errors import Fenced, StateError
-from state.names import state_id
-from state.retry import DUPLICATE_KEY, with_retry
+from tidemark.config.state import Stamped
+from tidemark.state.chunks import Record
+from tidemark.state.errors import Fenced, StateError
+from tidemark.state.names import state_id
+from tidemark.state.retry import DUPLICATE_KEY, with_retry
 
 _ABSENT = Stamped(None, -1)  # cached "no document": a key never written
 

@@ -19,8 +19,8 @@ import yaml
 from confluent_kafka import Consumer, Producer, TopicPartition
 from pymongo.database import Database
 
-from state.names import CHECKPOINTS, state_collection
 from tests.support import Services, Topics, wait_until
+from tidemark.state.names import CHECKPOINTS, state_collection
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,7 +97,7 @@ class WorkerProcess:
     def start(self) -> WorkerProcess:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "processor.cli", "run", str(self.topology)],
+                [sys.executable, "-m", "tidemark", "run", str(self.topology)],
                 cwd=ROOT,
                 env={**os.environ, **self.env},
                 stdout=out,
@@ -314,7 +314,7 @@ CLI_ENV = {**os.environ, "TIDEMARK_LOG_LEVEL": "INFO"}  # progress logs on stder
 
 
 def _cli(args: tuple[str | Path, ...]) -> list[str]:
-    return [sys.executable, "-m", "processor.cli", *map(str, args), "--json"]
+    return [sys.executable, "-m", "tidemark", *map(str, args), "--json"]
 
 
 class CliResult(NamedTuple):

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from pymongo.database import Database
 
-from state.names import CHECKPOINTS
 from tests.pipelines import (
     Truth,
     WorkerProcess,
@@ -25,6 +24,7 @@ from tests.pipelines import (
     wait_caught_up,
 )
 from tests.support import Services, TopicFactory, wait_until
+from tidemark.state.names import CHECKPOINTS
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 USERS = [f"user-{i:03d}" for i in range(300)]

@@ -9,7 +9,6 @@ import orjson
 import pytest
 from pymongo.database import Database
 
-from state.names import CHECKPOINTS, state_collection
 from tests.pipelines import (
     Truth,
     WorkerProcess,
@@ -25,6 +24,7 @@ from tests.pipelines import (
     wait_caught_up,
 )
 from tests.support import Services, TopicFactory, wait_until
+from tidemark.state.names import CHECKPOINTS, state_collection
 
 pytestmark = pytest.mark.integration
 USERS = [f"u{i}" for i in range(20)]

@@ -12,8 +12,6 @@ import pytest
 import yaml
 from pymongo.database import Database
 
-from state.chunks import CHUNKS
-from state.names import CHECKPOINTS, state_collection
 from tests.pipelines import (
     Truth,
     WorkerProcess,
@@ -31,6 +29,8 @@ from tests.pipelines import (
     wait_caught_up,
 )
 from tests.support import Services, TopicFactory, wait_until
+from tidemark.state.chunks import CHUNKS
+from tidemark.state.names import CHECKPOINTS, state_collection
 
 pytestmark = pytest.mark.integration
 USERS = [f"u{i:03d}" for i in range(40)]

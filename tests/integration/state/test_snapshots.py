@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from state import PartitionStore, ensure_collections
-from state.chunks import CHUNKS, CorruptPayload
-from state.names import state_collection
-from state.snapshots import Snapshots
+from tidemark.state import PartitionStore, ensure_collections
+from tidemark.state.chunks import CHUNKS, CorruptPayload
+from tidemark.state.names import state_collection
+from tidemark.state.snapshots import Snapshots
 
 pytestmark = pytest.mark.integration
 Db = AsyncDatabase[dict[str, Any]]

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from operators import Stamped
-from state import Checkpoints, Fenced, PartitionStore, ensure_collections
-from state.names import state_collection
+from tidemark.operators import Stamped
+from tidemark.state import Checkpoints, Fenced, PartitionStore, ensure_collections
+from tidemark.state.names import state_collection
 
 pytestmark = pytest.mark.integration
 Db = AsyncDatabase[dict[str, Any]]

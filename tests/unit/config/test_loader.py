@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from config import ConfigError, load_topology, parse_topology
-from config.durations import parse_duration
+from tidemark.config import ConfigError, load_topology, parse_topology
+from tidemark.config.durations import parse_duration
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "config/examples/clicks-per-user.yaml"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from config.model import Aggregate
-from operators import Event, InMemoryState, RecordError, Stamped
-from operators.aggregate import KeyedAggregate
+from tidemark.config.model import Aggregate
+from tidemark.operators import Event, InMemoryState, RecordError, Stamped
+from tidemark.operators.aggregate import KeyedAggregate
 
 
 def aggregate(**compute: object) -> KeyedAggregate:

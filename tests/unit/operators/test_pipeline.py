@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from config import parse_topology
-from operators import Event, InMemoryState, build_pipeline
-from operators.expressions import Expression, ExpressionError
+from tidemark.config import parse_topology
+from tidemark.operators import Event, InMemoryState, build_pipeline
+from tidemark.operators.expressions import Expression, ExpressionError
 
 TOPOLOGY = """
 name: t

@@ -7,7 +7,7 @@ import zlib
 import orjson
 import pytest
 
-from state.chunks import CorruptPayload, _encode, decode
+from tidemark.state.chunks import CorruptPayload, _encode, decode
 
 
 def test_records_round_trip_through_a_chunk() -> None:

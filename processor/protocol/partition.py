@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from config.state import State
-from state import Checkpoint, PartitionStore
+from tidemark.config.state import State
+from tidemark.state import Checkpoint, PartitionStore
 
 
 @dataclass

@@ -6,9 +6,9 @@ from typing import Any
 
 import orjson
 
-from config.model import Source, field_path
-from operators import Event, RecordError
-from operators.events import key_string
+from tidemark.config.model import Source, field_path
+from tidemark.operators import Event, RecordError
+from tidemark.operators.events import key_string
 
 
 class Decoder:

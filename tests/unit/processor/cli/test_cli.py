@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from processor.cli import main
+from tidemark.processor.cli.main import main
 
-EXAMPLE = Path(__file__).resolve().parents[3] / "config/examples/clicks-per-user.yaml"
+EXAMPLE = Path(__file__).resolve().parents[4] / "config/examples/clicks-per-user.yaml"
 
 
 def test_valid_file_exits_zero(capsys: pytest.CaptureFixture[str]) -> None:

@@ -30,12 +30,12 @@ from typing import Protocol
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 
-from config import Topology
-from processor import faults, metrics
-from processor.partition import OwnedPartition
-from processor.snapshotting import Snapshotter
-from state import Checkpoints, Fenced
-from state.chunks import Record
+from tidemark.config import Topology, faults
+from tidemark.processor.observability import metrics
+from tidemark.processor.protocol.partition import OwnedPartition
+from tidemark.processor.protocol.snapshotting import Snapshotter
+from tidemark.state import Checkpoints, Fenced
+from tidemark.state.chunks import Record
 
 
 class Owner(Protocol):

@@ -23,17 +23,17 @@ from confluent_kafka import TopicPartition
 from pymongo.asynchronous.database import AsyncDatabase
 from tqdm import tqdm
 
-from config import Topology
-from operators import build_pipeline
-from processor import kafka
-from processor.commit import Committer
-from processor.handoff import give_back, operator_name, take_over
-from processor.partition import OwnedPartition
-from processor.processing import BatchProcessor, Raw
-from processor.snapshotting import Snapshotter
-from state import Checkpoint, Checkpoints, PartitionStore, StateError
-from state.names import state_collection
-from state.snapshots import Manifest, Snapshots
+from tidemark.config import Topology
+from tidemark.operators import build_pipeline
+from tidemark.processor.coordination.handoff import give_back, operator_name, take_over
+from tidemark.processor.kafka import clients as kafka
+from tidemark.processor.protocol.commit import Committer
+from tidemark.processor.protocol.partition import OwnedPartition
+from tidemark.processor.protocol.snapshotting import Snapshotter
+from tidemark.processor.runtime.batch import BatchProcessor, Raw
+from tidemark.state import Checkpoint, Checkpoints, PartitionStore, StateError
+from tidemark.state.names import state_collection
+from tidemark.state.snapshots import Manifest, Snapshots
 
 log = structlog.get_logger("tidemark.replay")
 From = Literal["snapshot", "start", "offset", "time"]

@@ -14,12 +14,12 @@ from collections.abc import Iterable
 
 import structlog
 
-from config import Topology
-from processor import metrics
-from processor.partition import OwnedPartition
-from state import Checkpoints
-from state.chunks import Record
-from state.snapshots import Kind, Manifest, Snapshots
+from tidemark.config import Topology
+from tidemark.processor.observability import metrics
+from tidemark.processor.protocol.partition import OwnedPartition
+from tidemark.state import Checkpoints
+from tidemark.state.chunks import Record
+from tidemark.state.snapshots import Kind, Manifest, Snapshots
 
 log = structlog.get_logger("tidemark.snapshots")
 

@@ -12,10 +12,10 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from pymongo import AsyncMongoClient
 
-from config import Topology
-from processor.worker import Worker
-from state import Checkpoints
-from state.names import CHECKPOINTS, state_collection
+from tidemark.config import Topology
+from tidemark.processor.runtime.worker import Worker
+from tidemark.state import Checkpoints
+from tidemark.state.names import CHECKPOINTS, state_collection
 
 PARTITIONS = 4
 USERS = [f"user-{i:02d}" for i in range(20)]

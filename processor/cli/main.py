@@ -8,11 +8,11 @@ import json
 import signal
 import sys
 
-from config import ConfigError, Topology, load_topology
-from operators.expressions import ExpressionError
-from processor import logs
-from processor.commands import HANDLERS, add_parsers
-from processor.commands import run as commands_run
+from tidemark.config import ConfigError, Topology, load_topology
+from tidemark.operators.expressions import ExpressionError
+from tidemark.processor.cli.commands import HANDLERS, add_parsers
+from tidemark.processor.cli.commands import run as commands_run
+from tidemark.processor.observability import logs
 
 EXIT_CONFIG = 2
 EXIT_TOPOLOGY = 3
@@ -50,14 +50,14 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(commands_run(topology, args))
     logs.configure("WARNING" if args.command == "demo" else "INFO")
     if args.command == "demo":
-        from processor.demo import run_demo
+        from tidemark.processor.cli.demo import run_demo
 
         return asyncio.run(run_demo(topology, args.events))
     return asyncio.run(_run(topology, args.metrics_port))
 
 
 def _load(path: str) -> Topology:
-    from operators import build_pipeline
+    from tidemark.operators import build_pipeline
 
     topology = load_topology(path)
     build_pipeline(topology)  # expressions are checked at load, not at the first record
@@ -65,8 +65,8 @@ def _load(path: str) -> Topology:
 
 
 async def _run(topology: Topology, metrics_port: int | None) -> int:
-    from processor.kafka import TopologyError
-    from processor.worker import Worker
+    from tidemark.processor.kafka.clients import TopologyError
+    from tidemark.processor.runtime.worker import Worker
 
     if metrics_port is not None:
         from prometheus_client import start_http_server

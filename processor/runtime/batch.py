@@ -8,14 +8,14 @@ from dataclasses import dataclass
 import orjson
 import structlog
 
-from config import Topology
-from operators import Event
-from operators.pipeline import Pipeline
-from processor import metrics
-from processor.commit import Committer
-from processor.deadletters import dead_letter
-from processor.decoding import Decoder
-from processor.partition import OwnedPartition
+from tidemark.config import Topology
+from tidemark.operators import Event
+from tidemark.operators.pipeline import Pipeline
+from tidemark.processor.observability import metrics
+from tidemark.processor.protocol.commit import Committer
+from tidemark.processor.protocol.partition import OwnedPartition
+from tidemark.processor.runtime.deadletters import dead_letter
+from tidemark.processor.runtime.decoding import Decoder
 
 log = structlog.get_logger("tidemark.worker")
 

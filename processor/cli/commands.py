@@ -17,11 +17,11 @@ from typing import Any
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from config import Topology
-from processor import ops
-from processor.handoff import HandoffTimeout
-from processor.replay import From, Replay, ReplayError, Request
-from state import StateError
+from tidemark.config import Topology
+from tidemark.processor.cli import ops
+from tidemark.processor.coordination.handoff import HandoffTimeout
+from tidemark.processor.coordination.replay import From, Replay, ReplayError, Request
+from tidemark.state import StateError
 
 EXIT_FAILED = 1
 Handler = Callable[[Topology, AsyncDatabase[Any], argparse.Namespace], Awaitable[Any]]

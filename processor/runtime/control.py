@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from state import Checkpoints
-from state.names import checkpoint_id
+from tidemark.state import Checkpoints
+from tidemark.state.names import checkpoint_id
 
 if TYPE_CHECKING:
-    from processor.worker import Worker
+    from tidemark.processor.runtime.worker import Worker
 
 log = structlog.get_logger("tidemark.control")
 

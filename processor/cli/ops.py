@@ -11,12 +11,12 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from config import Topology
-from processor import kafka
-from processor.handoff import give_back, liveness, operator_name, take_over
-from state import Checkpoint, Checkpoints
-from state.names import state_collection
-from state.snapshots import SNAPSHOTS, Manifest, Snapshots
+from tidemark.config import Topology
+from tidemark.processor.coordination.handoff import give_back, liveness, operator_name, take_over
+from tidemark.processor.kafka import clients as kafka
+from tidemark.state import Checkpoint, Checkpoints
+from tidemark.state.names import state_collection
+from tidemark.state.snapshots import SNAPSHOTS, Manifest, Snapshots
 
 Row = dict[str, Any]
 

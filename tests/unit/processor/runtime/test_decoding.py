@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from config.model import Source
-from operators import RecordError
-from processor.deadletters import MAX_DEAD_LETTER_BYTES, dead_letter
-from processor.decoding import Decoder
-from processor.faults import _parse
+from tidemark.config.model import Source
+from tidemark.operators import RecordError
+from tidemark.processor.runtime.deadletters import MAX_DEAD_LETTER_BYTES, dead_letter
+from tidemark.processor.runtime.decoding import Decoder
 
 
 def test_json_with_key_field() -> None:
@@ -52,12 +51,3 @@ def test_dead_letter_headers_and_truncation() -> None:
     assert headers["tidemark.source.offset"] == b"42"
     assert headers["tidemark.truncated_from"] == str(len(big)).encode()
     assert letter.value is not None and len(letter.value) == MAX_DEAD_LETTER_BYTES
-
-
-def test_fault_specs() -> None:
-    rules = _parse("after_kafka_commit:n=3, after_checkpoint:p=0.5,after_state_flush")
-    assert rules["after_kafka_commit"].count == 3
-    assert rules["after_checkpoint"].probability == 0.5
-    assert rules["after_state_flush"].count == 1
-    with pytest.raises(ValueError, match="unknown point"):
-        _parse("before_lunch")

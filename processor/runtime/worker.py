@@ -22,17 +22,18 @@ import structlog
 from confluent_kafka import Consumer, Message, TopicPartition
 from pymongo import AsyncMongoClient
 
-from config import Topology
-from operators import build_pipeline
-from processor import kafka, metrics
-from processor.commit import Committer
-from processor.control import Control
-from processor.partition import OwnedPartition
-from processor.processing import BatchProcessor, Raw
-from processor.snapshotting import Snapshotter
-from state import Checkpoints, PartitionStore, ensure_collections
-from state.names import checkpoint_id, state_collection
-from state.snapshots import Snapshots
+from tidemark.config import Topology
+from tidemark.operators import build_pipeline
+from tidemark.processor.kafka import clients as kafka
+from tidemark.processor.observability import metrics
+from tidemark.processor.protocol.commit import Committer
+from tidemark.processor.protocol.partition import OwnedPartition
+from tidemark.processor.protocol.snapshotting import Snapshotter
+from tidemark.processor.runtime.batch import BatchProcessor, Raw
+from tidemark.processor.runtime.control import Control
+from tidemark.state import Checkpoints, PartitionStore, ensure_collections
+from tidemark.state.names import checkpoint_id, state_collection
+from tidemark.state.snapshots import Snapshots
 
 T = TypeVar("T")
 

@@ -21,10 +21,10 @@ import time
 
 import structlog
 
-from config import Topology
-from processor.kafka import TRANSACTION_TIMEOUT_MS
-from state import Checkpoint, Checkpoints
-from state.checkpoints import HandoffBusy, Status
+from tidemark.config import Topology
+from tidemark.processor.kafka.clients import TRANSACTION_TIMEOUT_MS
+from tidemark.state import Checkpoint, Checkpoints
+from tidemark.state.checkpoints import HandoffBusy, Status
 
 log = structlog.get_logger("tidemark.handoff")
 

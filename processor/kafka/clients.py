@@ -11,7 +11,7 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from config import Topology
+from tidemark.config import Topology
 
 TRANSACTION_TIMEOUT_MS = 10_000
 
