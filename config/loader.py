@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from tidemark.config.errors import TidemarkError
 from tidemark.config.interpolate import MissingVariable, interpolate
 from tidemark.config.model import Topology
 
@@ -25,7 +26,7 @@ class FieldError:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
-class ConfigError(Exception):
+class ConfigError(TidemarkError):
     """A topology file that cannot be used; carries every problem found."""
 
     def __init__(self, source: str, errors: list[FieldError]) -> None:

@@ -8,6 +8,13 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any, NamedTuple, Protocol
 
+from tidemark.config.errors import TidemarkError
+
+
+class NotPrefetched(TidemarkError):
+    """A key was read before its batch prefetched it: a bug in an operator, never a record's
+    fault, so it stops the worker rather than dead-lettering the record."""
+
 
 class Stamped(NamedTuple):
     """A stored value and the offset of the last event applied to it (`value` None: deleted)."""
@@ -23,7 +30,8 @@ class State(Protocol):
         """Load these keys with one round trip so that the `get`s that follow are local."""
 
     def get(self, key: str) -> Stamped | None:
-        """The stamped value of `key`, None if it was never written."""
+        """The stamped value of `key`, None if it was never written; `NotPrefetched` if the
+        key was not prefetched."""
 
     def put(self, key: str, value: Any, offset: int) -> None:
         """Set `key` to `value` as of the event at `offset`."""

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from tidemark.config.errors import TidemarkError
+
 
 @dataclass(slots=True)
 class Event:
@@ -16,8 +18,11 @@ class Event:
     timestamp: int = 0
 
 
-class RecordError(ValueError):
-    """This record cannot be processed (missing field, wrong type); it goes to dead letters."""
+class RecordError(TidemarkError):
+    """This record cannot be processed (missing field, wrong type); it goes to dead letters.
+
+    The only error a pipeline catches per record: any other one is a bug and stops the
+    worker, which then recovers exactly on restart."""
 
 
 _MISSING = object()

@@ -11,6 +11,7 @@ from typing import Any
 
 from simpleeval import FeatureNotAvailable, InvalidExpression, NameNotDefined, SimpleEval
 
+from tidemark.config.errors import TidemarkError
 from tidemark.operators.events import RecordError
 
 # Deterministic functions only: outputs must be a function of input order and state.
@@ -28,7 +29,7 @@ FUNCTIONS = {
 }
 
 
-class ExpressionError(ValueError):
+class ExpressionError(TidemarkError):
     """An expression that does not parse or uses something not allowed."""
 
 

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
 from tidemark.config.state import State
-from tidemark.operators.events import Event
+from tidemark.operators.events import Event, RecordError
 
 
 class StatelessOperator(Protocol):
@@ -26,7 +26,7 @@ class StatefulOperator(Protocol):
 
 
 Operator = StatelessOperator | StatefulOperator
-OnError = Callable[[Event, Exception], None]
+OnError = Callable[[Event, RecordError], None]
 
 
 class Pipeline:
@@ -46,7 +46,8 @@ class Pipeline:
     async def process(
         self, events: list[Event], states: Mapping[str, State], on_error: OnError
     ) -> list[Event]:
-        """Outputs of the batch in input order; an event that raises goes to `on_error`."""
+        """Outputs of the batch in input order; an event whose record is at fault
+        (`RecordError`) goes to `on_error`; any other error propagates: it is a bug."""
         for op in self.operators:
             if op.stateful:
                 events = await _stateful_stage(op, events, states[op.id], on_error)  # type: ignore[arg-type]
@@ -60,7 +61,7 @@ def _stateless_stage(op: StatelessOperator, events: list[Event], on_error: OnErr
     for event in events:
         try:
             result = op.apply(event)
-        except Exception as exc:  # noqa: BLE001 - any failure of one record is that record's
+        except RecordError as exc:
             on_error(event, exc)
             continue
         if result is not None:
@@ -75,14 +76,14 @@ async def _stateful_stage(
     for event in events:
         try:
             keyed.append((event, op.key_of(event)))
-        except Exception as exc:  # noqa: BLE001
+        except RecordError as exc:
             on_error(event, exc)
     await state.prefetch({key for _, key in keyed})
     out: list[Event] = []
     for event, key in keyed:
         try:
             result = op.apply(event, key, state)
-        except Exception as exc:  # noqa: BLE001
+        except RecordError as exc:
             on_error(event, exc)
             continue
         if result is not None:

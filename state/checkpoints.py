@@ -7,6 +7,7 @@ is refused and learns it must stop.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
 from dataclasses import dataclass, replace
@@ -14,6 +15,7 @@ from typing import Any, Literal
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from tidemark.state.errors import Fenced, StateError
 from tidemark.state.names import CHECKPOINTS, checkpoint_id
@@ -41,6 +43,13 @@ class Checkpoint:
     changelog: int | None = None  # incremental mode: checkpoint the changelog reaches
     owner: str | None = None
     seen_at: dt.datetime | None = None  # the owner's last sign of life
+    # State documents stamped with an older epoch than this are void: a restore or a clear
+    # at this epoch deleted what was there, and only a zombie can have written them since.
+    floor: int = 0
+    # No state document has `off` at or past `offset`: the last owner finished its state
+    # checkpoint before it let go, or an operation restored a cut. Recovery then needs no
+    # cautious [W, C) phase without state checkpoints.
+    clean: bool = False
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Checkpoint:
@@ -59,6 +68,8 @@ class Checkpoint:
             changelog=doc.get("changelog"),
             owner=doc.get("owner"),
             seen_at=_aware(doc.get("seen_at")),
+            floor=doc.get("floor", 0),
+            clean=doc.get("clean", False),
         )
 
     def live_owner(self, within: float) -> str | None:
@@ -74,6 +85,13 @@ class Checkpoint:
 
 def _aware(when: dt.datetime | None) -> dt.datetime | None:
     return when.replace(tzinfo=dt.UTC) if when is not None and when.tzinfo is None else when
+
+
+def _matches(doc: dict[str, Any], handoff: str | None) -> bool:
+    """Whether `acquire` may take this document (the filter of its update, in Python)."""
+    if handoff:
+        return (doc.get("handoff") or {}).get("id") == handoff
+    return doc.get("status", "running") not in HELD
 
 
 def _pending_request(doc: dict[str, Any]) -> str | None:
@@ -98,43 +116,51 @@ class Checkpoints:
 
     async def acquire(
         self, topic: str, partition: int, owner: str, handoff: str | None = None
-    ) -> Checkpoint:
-        """Take ownership: bump the epoch and return the checkpoint as the new owner.
+    ) -> Checkpoint | None:
+        """Take ownership: bump the epoch; the checkpoint as the new owner sees it.
 
-        A partition held by a hand-off is taken only by that hand-off (`handoff`); anyone
-        else gets it back unchanged (`held`) and must leave it alone.
+        None if a hand-off holds the partition and `handoff` is not its id: the caller must
+        leave it alone. The epoch is bumped in the same atomic update that checks this, so
+        a returned checkpoint always carries an epoch nobody else holds.
         """
         cid = checkpoint_id(self._topology, topic, partition)
         allowed: dict[str, Any] = (
             {"handoff.id": handoff} if handoff else {"status": {"$nin": list(HELD)}}
         )
-        now = _now()
-        update = {"$inc": {"epoch": 1}, "$set": {"owner": owner, "updated_at": now, "seen_at": now}}
-        doc = await with_retry(
-            lambda: self._coll.find_one_and_update(
-                {"_id": cid, **allowed}, update, return_document=ReturnDocument.AFTER
-            )
-        )
-        if doc is None:
-            doc = await with_retry(lambda: self._coll.find_one({"_id": cid}))
-        if doc is None:
-            insert = {
-                "topology": self._topology,
-                "topic": topic,
-                "partition": partition,
-                "offset": None,
-                "status": "running",
+        while True:
+            now = _now()
+            update = {
+                "$inc": {"epoch": 1},
+                "$set": {"owner": owner, "updated_at": now, "seen_at": now, "clean": False},
             }
-            doc = await with_retry(
-                lambda: self._coll.find_one_and_update(
-                    {"_id": cid},
-                    {**update, "$setOnInsert": insert},
-                    upsert=True,
-                    return_document=ReturnDocument.AFTER,
+            # BEFORE, to learn whether the last owner left the state clean.
+            before = await with_retry(
+                lambda u=update: self._coll.find_one_and_update(  # type: ignore[misc]
+                    {"_id": cid, **allowed}, u, return_document=ReturnDocument.BEFORE
                 )
             )
-        assert doc is not None
-        return Checkpoint.from_doc(doc)
+            if before is not None:
+                cp = Checkpoint.from_doc(before)
+                return replace(cp, epoch=cp.epoch + 1, owner=owner, seen_at=now)
+            doc = await with_retry(lambda: self._coll.find_one({"_id": cid}))
+            if doc is None:
+                await self._create(cid, topic, partition)
+            elif not _matches(doc, handoff):
+                return None
+            # Otherwise the hand-off ended between the two reads: try again.
+
+    async def _create(self, cid: str, topic: str, partition: int) -> None:
+        first = {
+            "_id": cid,
+            "topology": self._topology,
+            "topic": topic,
+            "partition": partition,
+            "offset": None,
+            "epoch": 0,
+            "status": "running",
+        }
+        with contextlib.suppress(DuplicateKeyError):  # created meanwhile, or our own retry
+            await with_retry(lambda: self._coll.insert_one(first))
 
     async def get(self, topic: str, partition: int) -> Checkpoint | None:
         """The checkpoint as stored, or None."""
@@ -146,18 +172,31 @@ class Checkpoints:
         cid = checkpoint_id(self._topology, topic, partition)
         return await with_retry(lambda: self._coll.find_one({"_id": cid}))
 
-    async def advance(self, cp: Checkpoint, offset: int, dead_letters: int = 0) -> Checkpoint:
-        """Move to `offset` (next to read) and count dead letters; `Fenced` if fenced."""
+    async def advance(self, cp: Checkpoint, offset: int, dead_letters: int = 0) -> None:
+        """Move to `offset` (next to read) and count dead letters; `Fenced` if fenced.
+
+        Conditional writes return nothing: the caller updates its own copy after the await,
+        so a copy changed meanwhile (a snapshot request) is never replaced by a stale one.
+        """
         await self._conditional(cp, {"offset": offset}, dead_letters)
-        return replace(cp, offset=offset)
 
     async def mark_failed(
         self, cp: Checkpoint, offset: int, error: str, dead_letters: int = 0
-    ) -> Checkpoint:
+    ) -> None:
         """Record that the partition stopped on repeated failures, with the last error."""
-        fields = {"offset": offset, "status": "failed", "error": error}
-        await self._conditional(cp, fields, dead_letters)
-        return replace(cp, offset=offset, status="failed", error=error)
+        await self._conditional(
+            cp, {"offset": offset, "status": "failed", "error": error}, dead_letters
+        )
+
+    async def mark_clean(self, cp: Checkpoint) -> None:
+        """Every state write of this epoch is below the checkpoint: the next owner may cut
+        state checkpoints from its first record (see `Checkpoint.clean`)."""
+        await self._conditional(cp, {"clean": True})
+
+    async def raise_floor(self, cp: Checkpoint) -> None:
+        """Void every state document of an older epoch, before the state is cleared or
+        restored: a zombie's write that re-creates a deleted key is then ignored."""
+        await self._conditional(cp, {"floor": cp.epoch})
 
     async def current(self, ids: list[str]) -> dict[str, Checkpoint]:
         """The stored checkpoints of these ids, with one query."""
@@ -235,12 +274,15 @@ class Checkpoints:
             )
         )
 
-    async def end_handoff(self, cp: Checkpoint, status: Status, error: str | None = None) -> None:
+    async def end_handoff(
+        self, cp: Checkpoint, status: Status, error: str | None = None, clean: bool = False
+    ) -> None:
         """Give the partition back to the group; `Fenced` if someone else took it meanwhile.
 
-        `running` clears the error; otherwise `error`, if given, replaces it.
+        `running` clears the error; otherwise `error`, if given, replaces it. `clean`: the
+        operation left a consistent cut at the checkpoint (see `Checkpoint.clean`).
         """
-        fields: dict[str, Any] = {"status": status, "updated_at": _now()}
+        fields: dict[str, Any] = {"status": status, "updated_at": _now(), "clean": clean}
         if error is not None:
             fields["error"] = error
         # The operation is not an owner to wait for: the member's heartbeat names the real
@@ -284,9 +326,9 @@ class Checkpoints:
             update["$set"] = {"snapshot_answered": request}
         await with_retry(lambda: self._coll.update_one({"_id": cp.id}, update))
 
-    async def changelog_reaches(self, cp: Checkpoint, offset: int) -> Checkpoint:
+    async def changelog_reaches(self, cp: Checkpoint, offset: int) -> None:
+        """Record that the changelog holds every change up to checkpoint `offset`."""
         await self._conditional(cp, {"changelog": offset})
-        return replace(cp, changelog=offset)
 
     async def _conditional(
         self, cp: Checkpoint, fields: dict[str, Any], dead_letters: int = 0

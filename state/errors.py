@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from tidemark.config.errors import TidemarkError
 
-class StateError(Exception):
+
+class StateError(TidemarkError):
     """MongoDB refused a state or checkpoint write for a reason other than fencing."""
-
-    retriable = False
 
 
 class Fenced(StateError):

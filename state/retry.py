@@ -15,10 +15,12 @@ from pymongo.errors import AutoReconnect, BulkWriteError, ConnectionFailure, Net
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
-    retry_if_exception_type,
+    retry_if_exception,
     stop_after_delay,
     wait_exponential_jitter,
 )
+
+from tidemark.config.errors import TidemarkError
 
 T = TypeVar("T")
 log = structlog.get_logger("tidemark.state")
@@ -27,15 +29,20 @@ TRANSIENT = (AutoReconnect, ConnectionFailure, NetworkTimeout)
 DUPLICATE_KEY = 11000
 
 
+def retriable(exc: BaseException) -> bool:
+    """A dropped connection, or one of our errors that says it may succeed later."""
+    return isinstance(exc, TRANSIENT) or (isinstance(exc, TidemarkError) and exc.retriable)
+
+
 def _log(state: RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome else None
     log.warning("mongo_unavailable_retrying", attempt=state.attempt_number, error=str(exc))
 
 
 async def with_retry(operation: Callable[[], Awaitable[T]], give_up_after: float = 300.0) -> T:
-    """Run `operation`, retrying transient connection errors for up to `give_up_after` s."""
+    """Run `operation`, retrying retriable errors for up to `give_up_after` s."""
     async for attempt in AsyncRetrying(
-        retry=retry_if_exception_type(TRANSIENT),
+        retry=retry_if_exception(retriable),
         wait=wait_exponential_jitter(multiplier=0.1, max=5.0),
         stop=stop_after_delay(give_up_after),
         before_sleep=_log,

@@ -20,15 +20,21 @@ from typing import Any, Literal
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
 
+from tidemark.config import faults
 from tidemark.state import chunks
 from tidemark.state.changelog import Changelog
 from tidemark.state.errors import StateError
 from tidemark.state.names import state_collection, state_id
-from tidemark.state.retry import insert_all, with_retry
+from tidemark.state.retry import DUPLICATE_KEY, with_retry
+from tidemark.state.store import send_updates
 
 SNAPSHOTS = "snapshots"
 Kind = Literal["full", "delta"]
+
+
+_BATCH = 2000  # restored documents per insert
 
 
 class SnapshotNotFound(StateError):
@@ -154,18 +160,30 @@ class Snapshots:
     # -- writing -------------------------------------------------------------------------
 
     async def take(
-        self, partition: int, offset: int, topology_hash: str, kind: Kind = "full"
+        self,
+        partition: int,
+        offset: int,
+        topology_hash: str,
+        kind: Kind = "full",
+        floor: int = 0,
     ) -> Manifest:
-        """Write the next version: a cut of the partition's state as it is now, at `offset`."""
+        """Write the next version: a cut of the partition's state as it is now, at `offset`.
+
+        `floor` is the partition's `Checkpoint.floor`: older documents are void, left out of
+        the cut and removed afterwards (the scan is paid for anyway).
+        """
         latest = await self.latest(partition)
         version = await self._next_version(partition, latest)
         mid = manifest_id(self.topology, partition, version)
         if kind == "delta" and not await self._can_build_on(latest, offset):
             kind = "full"
         if kind == "full":
+            void: list[str] = []
             written = await chunks.write_payload(
-                self._chunks, mid, self._live_records(partition), self._chunk_bytes
+                self._chunks, mid, self._live_records(partition, floor, void), self._chunk_bytes
             )
+            if void:
+                await self._delete_ids(void)
             base = None
             keys, size, parts, checksum = (
                 written.keys,
@@ -197,6 +215,7 @@ class Snapshots:
             base,
         )
         doc = {"_id": mid, **manifest.__dict__}
+        faults.point("write_manifest")
         # The version is ours alone (the counter), so a replace is a safe retry.
         await with_retry(lambda: self._manifests.replace_one({"_id": mid}, doc, upsert=True))
         return manifest
@@ -228,23 +247,30 @@ class Snapshots:
             return False
         return True
 
-    async def _live_records(self, partition: int) -> AsyncIterator[chunks.Record]:
+    async def _live_records(
+        self, partition: int, floor: int, void: list[str]
+    ) -> AsyncIterator[chunks.Record]:
         cursor = self._state.find(
             {"p": partition, "del": {"$ne": True}},
-            {"_id": 0, "op": 1, "k": 1, "v": 1, "off": 1},
+            {"op": 1, "k": 1, "v": 1, "off": 1, "ep": 1},
             batch_size=2000,  # smaller batches: shorter decode stalls of the event loop
         )
         async for doc in cursor:
-            yield (doc["op"], doc["k"], doc["v"], doc["off"])
+            if doc.get("ep", 0) < floor:
+                void.append(doc["_id"])
+            else:
+                yield (doc["op"], doc["k"], doc["v"], doc["off"])
 
     async def restore(self, manifest: Manifest, epoch: int) -> int:
         """Replace the partition's state with the version's; the number of keys written.
 
-        Every checksum is verified first, so a corrupt snapshot changes nothing. The caller
-        holds `epoch` and moves the checkpoint to `manifest.offset` afterwards.
+        The caller holds `epoch`, raised the partition's floor to it (so a zombie's write
+        that re-creates a deleted key is void) and moves the checkpoint to `manifest.offset`
+        afterwards. Every checksum is verified first, so a corrupt snapshot changes nothing.
         """
         await self.verify(manifest)
-        await self.clear(manifest.partition)
+        await self.clear(manifest.partition, epoch)
+        faults.point("restore_write")
         latest: dict[str, dict[str, Any]] = {}
         written = 0
         now = _now()
@@ -257,32 +283,58 @@ class Snapshots:
             }
             # A full payload has each key once: write as it streams. A delta's changelog
             # rewrites keys, so its records are coalesced first.
-            if manifest.kind == "full" and len(latest) >= 2000:
-                written += await self._insert(list(latest.values()))
+            if manifest.kind == "full" and len(latest) >= _BATCH:
+                written += await self._write(list(latest.values()), epoch)
                 latest.clear()
         live = [d for d in latest.values() if not d["del"]]
-        written += await self._insert(live)
+        for start in range(0, len(live), _BATCH):
+            written += await self._write(live[start : start + _BATCH], epoch)
         await self.forget_after(manifest.partition, manifest.offset)
         return written
 
-    async def _insert(self, docs: list[dict[str, Any]]) -> int:
-        for start in range(0, len(docs), 2000):
-            await insert_all(self._state, docs[start : start + 2000])
+    async def _write(self, docs: list[dict[str, Any]], epoch: int) -> int:
+        """Insert restored documents; where one exists (a zombie wrote it after the clear, or
+        our own retry did), overwrite it only if its epoch is not newer than ours."""
+        try:
+            await with_retry(lambda: self._state.insert_many(docs, ordered=False))
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors") or [{}]
+            if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
+            # FerretDB may stop at the first duplicate: rewrite the whole batch, fenced.
+            what = f"restore of partition {docs[0]['p']}"
+            for start in range(0, len(docs), 200):
+                statements = [
+                    {
+                        "q": {"_id": d["_id"], "ep": {"$lte": epoch}},
+                        "u": {"$set": d},
+                        "upsert": True,
+                    }
+                    for d in docs[start : start + 200]
+                ]
+                await send_updates(self._state, statements, epoch, what)
         return len(docs)
 
-    async def clear(self, partition: int) -> None:
-        """Remove the partition's state (replay from the start, or before a restore).
+    async def clear(self, partition: int, epoch: int) -> None:
+        """Remove the partition's state up to `epoch` (replay from the start, or a restore).
 
-        In batches of ids: FerretDB 1.x fails a `delete_many` matching more documents than
-        SQLite's limit of bound variables ("too many SQL variables").
+        The caller raised the floor to `epoch` first, so the documents deleted here cannot
+        come back to life through a zombie's retried flush. In batches of ids: FerretDB 1.x
+        fails a `delete_many` matching more documents than SQLite's limit of bound variables.
         """
+        faults.point("restore_clear")
+        flt = {"p": partition, "ep": {"$lte": epoch}}
         while True:
             docs = await with_retry(
-                lambda: self._state.find({"p": partition}, {"_id": 1}).limit(10_000).to_list(None)
+                lambda: self._state.find(flt, {"_id": 1}).limit(10_000).to_list(None)
             )
             if not docs:
                 return
-            batch = {"_id": {"$in": [d["_id"] for d in docs]}}
+            await self._delete_ids([d["_id"] for d in docs])
+
+    async def _delete_ids(self, ids: list[str]) -> None:
+        for start in range(0, len(ids), 10_000):
+            batch = {"_id": {"$in": ids[start : start + 10_000]}}
             await with_retry(lambda b=batch: self._state.delete_many(b))  # type: ignore[misc]
 
     async def forget_after(self, partition: int, offset: int) -> None:
@@ -296,6 +348,24 @@ class Snapshots:
             "offset": {"$gt": offset},
         }
         await with_retry(lambda: self._manifests.delete_many(flt))
+
+    async def _remove_orphans(self, partition: int, kept: set[int]) -> None:
+        """Remove the chunks of pruned versions and of snapshots that crashed before their
+        manifest, but never those of the newest reserved version: its owner may be writing
+        it right now (a crashed one is removed by the prune after the next snapshot)."""
+        counter = await with_retry(
+            lambda: self._manifests.find_one({"_id": f"seq:{self.topology}:{partition}"})
+        )
+        reserved = int(counter["last"]) if counter else 0
+        own = f"^{re.escape(self.topology)}:{partition}:[0-9]+$"
+        owners = await with_retry(
+            lambda: self._chunks.distinct("owner", {"owner": {"$regex": own}})
+        )
+        orphans = [
+            o for o in owners if (v := int(o.rsplit(":", 1)[1])) not in kept and v < reserved
+        ]
+        if orphans:
+            await chunks.delete_payloads(self._chunks, orphans)
 
     async def prune(
         self, partition: int, retain: int, max_age: float | None, now: dt.datetime | None = None
@@ -319,11 +389,7 @@ class Snapshots:
             # Manifests first: a crash midway leaves unlisted chunks, never a listed
             # snapshot without its payload.
             await with_retry(lambda: self._manifests.delete_many({"_id": {"$in": ids}}))
-        # Chunks of pruned versions, and of snapshots that crashed before their manifest.
-        kept = [m.id for m in found if m.version in keep]
-        own = f"^{re.escape(self.topology)}:{partition}:[0-9]+$"
-        orphans = {"owner": {"$regex": own, "$nin": kept}}
-        await with_retry(lambda: self._chunks.delete_many(orphans))
+        await self._remove_orphans(partition, {m.version for m in found if m.version in keep})
         oldest_base = min(m.offset for m in found if m.version in keep and m.kind == "full")
         await self.changelog.truncate_before(partition, oldest_base)
         return [m.version for m in gone]

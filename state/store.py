@@ -15,7 +15,8 @@ from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 
-from tidemark.config.state import Stamped
+from tidemark.config import faults
+from tidemark.config.state import NotPrefetched, Stamped
 from tidemark.state.chunks import Record
 from tidemark.state.errors import Fenced, StateError
 from tidemark.state.names import state_id
@@ -33,9 +34,11 @@ class PartitionStore:
         partition: int,
         cache_entries: int = 100_000,
         flush_statements: int = 200,
+        floor: int = 0,
     ) -> None:
         self._coll = collection
         self.partition = partition
+        self._floor = floor  # documents of an older epoch are void (`Checkpoint.floor`)
         self._limit = cache_entries
         self._chunk = flush_statements
         # OrderedDict as LRU: move_to_end and popitem are C, cheaper per event than a library.
@@ -72,9 +75,13 @@ class PartitionStore:
             return
         ids = list(missing)
         docs = await with_retry(
-            lambda: self._coll.find({"_id": {"$in": ids}}, {"v": 1, "off": 1}).to_list(None)
+            lambda: self._coll.find({"_id": {"$in": ids}}, {"v": 1, "off": 1, "ep": 1}).to_list(
+                None
+            )
         )
         for doc in docs:
+            if doc.get("ep", 0) < self._floor:
+                continue  # a zombie wrote it after a restore: absent; our flush overwrites it
             self._cache[doc["_id"]] = Stamped(doc.get("v"), doc.get("off", -1))
             missing.discard(doc["_id"])
         for i in missing:
@@ -86,7 +93,7 @@ class PartitionStore:
         if found is None:
             dirty = self._dirty.get(sid) or self._flushing.get(sid)
             if dirty is None:
-                raise KeyError(f"{sid} was not prefetched")
+                raise NotPrefetched(f"{sid} was read before it was prefetched")
             found = dirty[2]
             self._cache[sid] = found
         else:
@@ -141,30 +148,19 @@ class PartitionStore:
         return self._write(statements, epoch)
 
     async def _write(self, statements: list[dict[str, Any]], epoch: int) -> Iterable[Record]:
+        what = f"state flush of partition {self.partition}"
         for start in range(0, len(statements), self._chunk):
-            await self._send(statements[start : start + self._chunk], epoch)
+            faults.point("flush_state")
+            await send_updates(self._coll, statements[start : start + self._chunk], epoch, what)
         flushed, self._flushing = self._flushing, {}
         self.tombstones += sum(1 for *_, stamped in flushed.values() if stamped.value is None)
         return ((op, key, v, off) for op, key, (v, off) in flushed.values())
-
-    async def _send(self, statements: list[dict[str, Any]], epoch: int) -> None:
-        # A raw command rather than bulk_write: pymongo's bulk result merge expects
-        # `nModified`, which FerretDB 1.x omits from replies that carry write errors.
-        database = self._coll.database
-        command = {"update": self._coll.name, "updates": statements, "ordered": False}
-        reply = await with_retry(lambda: database.command(command))
-        errors = reply.get("writeErrors") or []
-        if any(e.get("code") == DUPLICATE_KEY for e in errors):
-            raise Fenced(f"state flush of partition {self.partition}", epoch)
-        if errors or reply.get("writeConcernError"):
-            first = errors[0] if errors else reply["writeConcernError"]
-            raise StateError(f"state flush of partition {self.partition} failed: {first}")
 
     async def changed_since(self, offset: int) -> list[Record]:
         """Every key whose last change is at or after `offset`, as stored."""
         docs = await with_retry(
             lambda: self._coll.find(
-                {"p": self.partition, "off": {"$gte": offset}},
+                {"p": self.partition, "off": {"$gte": offset}, "ep": {"$gte": self._floor}},
                 {"_id": 0, "op": 1, "k": 1, "v": 1, "off": 1},
             ).to_list(None)
         )
@@ -180,6 +176,24 @@ class PartitionStore:
     def _trim(self) -> None:
         while len(self._cache) > self._limit:
             self._cache.popitem(last=False)
+
+
+async def send_updates(
+    coll: AsyncCollection[Any], statements: list[dict[str, Any]], epoch: int, what: str
+) -> None:
+    """One unordered `update` command of epoch-conditional upserts; `Fenced` if a newer
+    epoch holds one of the documents (the upsert then collides with it on `_id`)."""
+    # A raw command rather than bulk_write: pymongo's bulk result merge expects
+    # `nModified`, which FerretDB 1.x omits from replies that carry write errors.
+    database = coll.database
+    command = {"update": coll.name, "updates": statements, "ordered": False}
+    reply = await with_retry(lambda: database.command(command))
+    errors = reply.get("writeErrors") or []
+    if any(e.get("code") == DUPLICATE_KEY for e in errors):
+        raise Fenced(what, epoch)
+    if errors or reply.get("writeConcernError"):
+        first = errors[0] if errors else reply["writeConcernError"]
+        raise StateError(f"{what} failed: {first}")
 
 
 class OperatorState:

@@ -1,0 +1,1 @@
+"""The `tidemark` command: run, validate, demo, schema, and the operations commands."""

@@ -18,10 +18,9 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from tidemark.config import Topology
+from tidemark.config.errors import TidemarkError
 from tidemark.processor.cli import ops
-from tidemark.processor.coordination.handoff import HandoffTimeout
-from tidemark.processor.coordination.replay import From, Replay, ReplayError, Request
-from tidemark.state import StateError
+from tidemark.processor.coordination.replay import From, Replay, Request
 
 EXIT_FAILED = 1
 Handler = Callable[[Topology, AsyncDatabase[Any], argparse.Namespace], Awaitable[Any]]
@@ -80,7 +79,7 @@ async def run(topology: Topology, args: argparse.Namespace) -> int:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(topology.mongo.uri)
     try:
         result = await handler(topology, client[topology.mongo.database], args)
-    except (ops.OperationError, ReplayError, HandoffTimeout, StateError) as exc:
+    except TidemarkError as exc:  # refused or failed, saying why; a bug keeps its traceback
         _fail(args, str(exc))
         return EXIT_FAILED
     finally:

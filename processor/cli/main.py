@@ -65,7 +65,7 @@ def _load(path: str) -> Topology:
 
 
 async def _run(topology: Topology, metrics_port: int | None) -> int:
-    from tidemark.processor.kafka.clients import TopologyError
+    from tidemark.processor.kafka.topics import TopologyError
     from tidemark.processor.runtime.worker import Worker
 
     if metrics_port is not None:

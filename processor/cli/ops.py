@@ -12,8 +12,17 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from tidemark.config import Topology
-from tidemark.processor.coordination.handoff import give_back, liveness, operator_name, take_over
-from tidemark.processor.kafka import clients as kafka
+from tidemark.config.errors import TidemarkError
+from tidemark.processor.coordination.handoff import (
+    OwnerTimeout,
+    await_owner,
+    give_back,
+    operator_name,
+    take_over,
+)
+from tidemark.processor.kafka.positions import source_positions
+from tidemark.processor.kafka.topics import partition_counts
+from tidemark.processor.runtime.control import liveness
 from tidemark.state import Checkpoint, Checkpoints
 from tidemark.state.names import state_collection
 from tidemark.state.snapshots import SNAPSHOTS, Manifest, Snapshots
@@ -21,19 +30,17 @@ from tidemark.state.snapshots import SNAPSHOTS, Manifest, Snapshots
 Row = dict[str, Any]
 
 
-class OperationError(Exception):
+class OperationError(TidemarkError):
     """The operation cannot be done as asked; nothing was changed."""
 
 
 async def status(topology: Topology, db: AsyncDatabase[Any]) -> list[Row]:
     """One row per source partition: progress, ownership, health, snapshots."""
     t = topology
-    count = (await asyncio.to_thread(kafka.partition_counts, t, [t.source.topic])).get(
-        t.source.topic
-    )
+    count = (await asyncio.to_thread(partition_counts, t, [t.source.topic])).get(t.source.topic)
     if count is None:
         raise OperationError(f"source topic {t.source.topic!r} does not exist")
-    view = await asyncio.to_thread(kafka.source_positions, t, list(range(count)))
+    view = await asyncio.to_thread(source_positions, t, list(range(count)))
     docs = {d["partition"]: d for d in await Checkpoints(db, t.name).all()}
     within = liveness(t)
     latest: dict[int, Manifest] = {}
@@ -114,26 +121,24 @@ async def _take_by_owner(
     timeout: float,
 ) -> Manifest | None:
     """The snapshot the live owner took on request; None if there is no live owner."""
-    topic, within = topology.source.topic, liveness(topology)
+    topic = topology.source.topic
     cp = await checkpoints.get(topic, partition)
     if cp is None:
         raise OperationError(f"partition {partition} has never been processed")
-    if cp.held or cp.live_owner(within) is None:
+    if cp.held or cp.live_owner(liveness(topology)) is None:
         return None
     request = await checkpoints.request_snapshot(topic, partition)
-    deadline = time.monotonic() + timeout
-    while True:
-        doc = await checkpoints.raw(topic, partition)
-        assert doc is not None
-        if doc.get("snapshot_answered") == request:
-            return await Snapshots(db, topology.name).get(partition)
-        if Checkpoint.from_doc(doc).live_owner(within) is None:
-            return None  # the owner left or died meanwhile
-        if time.monotonic() > deadline:
-            raise OperationError(
-                f"partition {partition}: owner {cp.owner} took no snapshot within {timeout:.0f}s"
-            )
-        await asyncio.sleep(0.2)  # polling a document: there is no change stream here
+    try:
+        answered = await await_owner(
+            topology,
+            checkpoints,
+            partition,
+            lambda doc: doc.get("snapshot_answered") == request,
+            timeout,
+        )
+    except OwnerTimeout as exc:
+        raise OperationError(f"no snapshot taken: {exc}") from None
+    return await Snapshots(db, topology.name).get(partition) if answered else None
 
 
 async def _take_offline(
@@ -146,7 +151,7 @@ async def _take_offline(
         if cp.offset is None:
             raise OperationError(f"partition {partition} has no checkpoint offset yet")
         beyond = await db[state_collection(topology.name)].count_documents(
-            {"p": partition, "off": {"$gte": cp.offset}}
+            {"p": partition, "off": {"$gte": cp.offset}, "ep": {"$gte": cp.floor}}
         )
         if beyond:
             raise OperationError(
@@ -154,7 +159,9 @@ async def _take_offline(
                 f"offset {cp.offset}); start a worker (it repairs this) and take the snapshot then"
             )
         snapshots = Snapshots(db, topology.name, topology.snapshots.chunk_bytes)
-        return await snapshots.take(partition, cp.offset, topology.semantic_hash(), "full")
+        return await snapshots.take(
+            partition, cp.offset, topology.semantic_hash(), "full", cp.floor
+        )
     finally:
         await give_back(checkpoints, cp, previous)
 
@@ -175,14 +182,18 @@ async def snapshot_restore(
     await snapshots.verify(manifest)
     cp, previous = await take_over(t, checkpoints, partition, "paused", operator_name("restore"))
     try:
+        # Older documents are void from here: a zombie's write after the clear is ignored.
+        await checkpoints.raise_floor(cp)
         keys = await snapshots.restore(manifest, cp.epoch)
-        cp = await checkpoints.advance(cp, manifest.offset)
+        await checkpoints.advance(cp, manifest.offset)
         if t.snapshots.mode == "incremental":
-            cp = await checkpoints.changelog_reaches(cp, manifest.offset)
-    except BaseException as exc:
+            await checkpoints.changelog_reaches(cp, manifest.offset)
+    except BaseException as exc:  # interrupted too: hand it back as failed, saying why
         await give_back(checkpoints, cp, "failed", f"restore failed: {exc}"[:2000])
         raise
-    await give_back(checkpoints, cp, "running")
+    # Restored state is a consistent cut at the checkpoint: the owner re-applies [W, C)
+    # with state checkpoints from its first record, its memory bounded as usual.
+    await give_back(checkpoints, cp, "running", clean=True)
     return {
         **manifest_row(manifest, t.semantic_hash()),
         "restored_keys": keys,
@@ -192,6 +203,8 @@ async def snapshot_restore(
 
 
 async def snapshot_prune(topology: Topology, db: AsyncDatabase[Any], partition: int) -> Row:
+    """Apply the retention policy now. No hand-off: pruning commutes with the owner's own
+    snapshots (it never removes the newest version, nor the chunks of one being written)."""
     policy = topology.snapshots
     snapshots = Snapshots(db, topology.name)
     removed = await snapshots.prune(partition, policy.retain, policy.max_age)
@@ -212,9 +225,14 @@ async def state_get(
     flt: dict[str, Any] = {"op": operator, "k": key}
     if partition is not None:
         flt["p"] = partition
-    docs = await db[state_collection(t.name)].find(flt).to_list(None)
+    stored = {d["partition"]: d for d in await Checkpoints(db, t.name).all()}
+    docs = [
+        d
+        for d in await db[state_collection(t.name)].find(flt).to_list(None)
+        if d.get("ep", 0) >= stored.get(d["p"], {}).get("floor", 0)  # older ones are void
+    ]
     if as_of is None:
-        checkpoints = {d["partition"]: d.get("offset") for d in await Checkpoints(db, t.name).all()}
+        checkpoints = {p: d.get("offset") for p, d in stored.items()}
         return [
             {
                 "operator": operator,

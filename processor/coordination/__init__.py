@@ -1,0 +1,1 @@
+"""Operations on one partition while the group runs: hand-off and replay."""

@@ -13,6 +13,7 @@ newer offsets are always produced, once.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import time
 from dataclasses import asdict, dataclass
@@ -24,14 +25,18 @@ from pymongo.asynchronous.database import AsyncDatabase
 from tqdm import tqdm
 
 from tidemark.config import Topology
+from tidemark.config.errors import TidemarkError
 from tidemark.operators import build_pipeline
 from tidemark.processor.coordination.handoff import give_back, operator_name, take_over
-from tidemark.processor.kafka import clients as kafka
+from tidemark.processor.kafka import clients, topics
+from tidemark.processor.kafka.positions import source_positions
+from tidemark.processor.kafka.transaction import Transaction
 from tidemark.processor.protocol.commit import Committer
-from tidemark.processor.protocol.partition import OwnedPartition
+from tidemark.processor.protocol.partition import Partition, Phase
+from tidemark.processor.protocol.recovery import new_partition
 from tidemark.processor.protocol.snapshotting import Snapshotter
-from tidemark.processor.runtime.batch import BatchProcessor, Raw
-from tidemark.state import Checkpoint, Checkpoints, PartitionStore, StateError
+from tidemark.processor.runtime.batch import BatchProcessor, by_partition
+from tidemark.state import Checkpoint, Checkpoints
 from tidemark.state.names import state_collection
 from tidemark.state.snapshots import Manifest, Snapshots
 
@@ -39,7 +44,7 @@ log = structlog.get_logger("tidemark.replay")
 From = Literal["snapshot", "start", "offset", "time"]
 
 
-class ReplayError(Exception):
+class ReplayError(TidemarkError):
     """The replay cannot run as asked, or failed; the message says why."""
 
 
@@ -76,27 +81,27 @@ class Plan:
 
 
 class Replay:
-    """One replay of one partition; satisfies the commit protocol's `Owner`."""
+    """One replay of one partition, through the worker's batch processor and commit protocol."""
 
     def __init__(
         self, topology: Topology, db: AsyncDatabase[Any], progress: bool | None = None
     ) -> None:
         self.topology = topology
-        self.parts: dict[int, OwnedPartition] = {}
         self._db = db
         self._progress = progress
         self._checkpoints = Checkpoints(db, topology.name)
         self._snapshots = Snapshots(db, topology.name, topology.snapshots.chunk_bytes)
         self._fenced: str | None = None
 
-    def drop(self, part: OwnedPartition, reason: str) -> None:
-        self.parts.pop(part.number, None)
+    def _drop(self, part: Partition, reason: str) -> None:
+        if part.owned:
+            part.move(Phase.DROPPED)
         self._fenced = reason
 
     async def plan(self, request: Request) -> Plan:
         """Decide start, end and what to restore; changes nothing."""
         t, p = self.topology, request.partition
-        pos = (await asyncio.to_thread(kafka.source_positions, t, [p], request.time))[p]
+        pos = (await asyncio.to_thread(source_positions, t, [p], request.time))[p]
         low, high, committed, at_time = pos.low, pos.high, pos.committed, pos.at_time
         cp = await self._checkpoints.get(t.source.topic, p)
         checkpoint = cp.offset if cp else None
@@ -158,61 +163,58 @@ class Replay:
             changed = True
             cp = await self._restore(plan, cp)
             part = await self._reprocess(plan, cp)
-        except BaseException as exc:
+        except BaseException as exc:  # interrupted too: hand it back as failed, saying why
             if self._fenced is None:
-                current = self.parts.get(number)
-                held = current.checkpoint if current else cp
                 reason = f"replay failed: {type(exc).__name__}: {exc}"[:2000]
                 status = "failed" if changed else previous
-                await give_back(self._checkpoints, held, status, reason if changed else None)
+                await give_back(self._checkpoints, cp, status, reason if changed else None)
             raise
-        if part.failed:
+        if part.phase is Phase.FAILED:
             await give_back(self._checkpoints, part.checkpoint, "failed", part.last_error)
             raise ReplayError(f"partition {number} failed again: {part.last_error}")
-        await give_back(self._checkpoints, part.checkpoint, "running")
+        await give_back(self._checkpoints, part.checkpoint, "running", clean=True)
         log.info("replay_finished", partition=number, end=plan.end)
         return plan
 
     async def _restore(self, plan: Plan, cp: Checkpoint) -> Checkpoint:
+        """Set the state and W to where the replay begins; the checkpoint as it is then."""
+        # Older documents are void from here: a zombie's write after the clear is ignored.
+        await self._checkpoints.raise_floor(cp)
+        cp = dataclasses.replace(cp, floor=cp.epoch)
         if plan.restore_version is not None:
             manifest = await self._snapshots.get(plan.partition, plan.restore_version)
             keys = await self._snapshots.restore(manifest, cp.epoch)
             log.info("snapshot_restored", version=manifest.version, keys=keys)
         elif plan.clear_state:
-            await self._snapshots.clear(plan.partition)
+            await self._snapshots.clear(plan.partition, cp.epoch)
             await self._snapshots.forget_after(plan.partition, -1)
-        cp = await self._checkpoints.advance(cp, plan.begin)
+        await self._checkpoints.advance(cp, plan.begin)
+        cp = dataclasses.replace(cp, offset=plan.begin)
         if self.topology.snapshots.mode == "incremental":
-            cp = await self._checkpoints.changelog_reaches(cp, plan.begin)
+            await self._checkpoints.changelog_reaches(cp, plan.begin)
+            cp = dataclasses.replace(cp, changelog=plan.begin)
         return cp
 
-    async def _reprocess(self, plan: Plan, cp: Checkpoint) -> OwnedPartition:
+    async def _reprocess(self, plan: Plan, cp: Checkpoint) -> Partition:
         t = self.topology
         pipeline = build_pipeline(t)
-        counts = await asyncio.to_thread(kafka.check_topics, t)
-        sink_partitioned = t.sink is not None and counts.get(t.sink.topic) == counts[t.source.topic]
-        store = PartitionStore(
+        counts = await asyncio.to_thread(topics.check_topics, t)
+        part = new_partition(
+            t,
             self._db[state_collection(t.name)],
-            plan.partition,
-            t.state.cache_entries,
-            t.state.flush_statements,
-        )
-        part = OwnedPartition(
-            checkpoint=cp,
-            store=store,
-            states={op: store.view(op) for op in pipeline.stateful_ids},
+            pipeline.stateful_ids,
+            cp,
             emit_from=plan.emit_from,
             commit_floor=plan.committed or 0,
             cut_from=plan.begin,  # the state was restored or cleared: nothing is past W
         )
         snapshotter = Snapshotter(t, self._snapshots, self._checkpoints)
         await snapshotter.adopt(part)
-        self.parts[plan.partition] = part
-        owner = operator_name("replay")
-        committer = Committer(self, kafka.producer(t, owner), self._checkpoints, snapshotter)
-        await committer.start()
-        batches = BatchProcessor(t, pipeline, committer, sink_partitioned)
-        consumer = kafka.offsets_reader(t)
+        tx = Transaction(clients.producer(t, operator_name("replay")))
+        committer = Committer(t, tx, self._checkpoints, snapshotter, self._drop)
+        await tx.start()
+        batches = BatchProcessor(t, pipeline, tx, topics.sink_partitioned(t, counts))
+        consumer = clients.reader(t)
         tp = TopicPartition(t.source.topic, plan.partition, plan.begin)
         consumer.assign([tp])
         bar = tqdm(
@@ -225,15 +227,9 @@ class Replay:
         )
         try:
             position, last_commit = plan.begin, time.monotonic()
-            while position < plan.end and not part.failed:
+            while position < plan.end and part.processing:
                 messages = await asyncio.to_thread(consumer.consume, 2000, 0.5)
-                batch = [
-                    Raw(offset, m.key(), m.value(), m.timestamp()[1])
-                    for m in messages
-                    if m.error() is None
-                    and (offset := m.offset()) is not None
-                    and offset < plan.end
-                ]
+                batch = by_partition(messages, plan.end).get(plan.partition)
                 if batch:
                     await batches.run(part, batch)
                 now = (await asyncio.to_thread(consumer.position, [tp]))[0].offset
@@ -241,22 +237,24 @@ class Replay:
                     bar.update(min(now, plan.end) - position)
                     position = max(position, now)
                 if time.monotonic() - last_commit >= t.checkpoint.interval:
-                    await self._commit(committer, consumer)
+                    await self._commit(committer, part, consumer)
                     last_commit = time.monotonic()
-            if not part.failed:
+            if part.processing:
                 # Past the last record only transaction markers or aborted records remain.
-                part.next_offset = plan.end
-            await self._commit(committer, consumer, final=True)
+                part.processed(plan.end)
+            await self._commit(committer, part, consumer, everything=True)
         finally:
             bar.close()
             await asyncio.to_thread(consumer.close)
         return part
 
-    async def _commit(self, committer: Committer, consumer: Any, final: bool = False) -> None:
+    async def _commit(
+        self, committer: Committer, part: Partition, consumer: Any, everything: bool = False
+    ) -> None:
         metadata = consumer.consumer_group_metadata()
-        ok = await (committer.commit_all(metadata) if final else committer.commit(metadata))
+        ok = await committer.commit([part], metadata, everything)
         if self._fenced is not None:
             raise ReplayError(f"another operation took the partition: {self._fenced}")
         if not ok:
-            raise StateError("a Kafka transaction of the replay aborted; run the replay again")
-        await committer.backpressure()
+            raise ReplayError("a Kafka transaction of the replay aborted; run the replay again")
+        await committer.backpressure([part])

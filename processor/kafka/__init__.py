@@ -1,0 +1,1 @@
+"""Kafka: client settings, topic checks, source positions, the transactional producer."""

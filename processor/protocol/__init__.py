@@ -1,0 +1,1 @@
+"""The exactly-once protocol: a partition's lifecycle, recovery, the commit, snapshots."""

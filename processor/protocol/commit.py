@@ -1,115 +1,164 @@
-"""The commit protocol and the Kafka transaction it is built around.
+"""The commit protocol: outputs, Kafka offsets, state and checkpoints, in one order.
 
-Order of one commit (docs/ARCHITECTURE.md says why each crash point is safe):
+Every `checkpoint.interval` (or `checkpoint.max_records` records) the owner commits:
 
-0. Check that every owned partition's epoch is still ours (one query). If a newer owner
-   took one, drop that partition, abort the transaction and let the caller rewind the
-   others to their checkpoints.
-a. Send the consumer offsets into the open transaction and commit it: outputs, dead
-   letters and input progress become visible together.
-b. Flush each partition's dirty state, every statement conditional on its epoch.
-c. Move each partition's checkpoint to its next offset, conditional on its epoch.
+1. send_offsets        The consumer offsets go into the open Kafka transaction. This starts
+                       the transaction on the broker if no output did, so any transaction
+                       that passes step 2 began before it: an operator that fenced the owner
+                       knows it ended `transaction.timeout.ms` later (coordination/handoff.py).
+2. check_epochs        One query: is every partition's epoch still ours? If a newer owner
+                       took one, the transaction is aborted, that partition dropped and the
+                       others rewound to their checkpoints by the caller.
+3. commit_transaction  Outputs, dead letters and input progress (C) become visible together.
 
-Steps b and c run every `checkpoint.state_interval` as a task beside processing, over
-the dirty keys and offsets taken right after step a; a new transaction begins at once.
-After c, in the same task, the changelog grows and a due snapshot is taken
-(`snapshotting.py`): nothing flushes the partition until they are done, so they read a
-consistent cut.
-A crash between any two steps is repaired at the next assignment by replaying [W, C)
-for state only.
+When a state checkpoint is due (`checkpoint.state_interval`, `max_dirty_keys`, a failure or
+a snapshot request to record), each partition's dirty keys and position are cut right after
+step 3, and a task beside processing runs, per partition:
+
+4. flush_state         The dirty keys, each write conditional on the epoch, stamped `off`.
+5. move_checkpoint     W moves to the cut's offset, conditional on the epoch.
+6. append_changelog,   `snapshotting.py`: nothing flushes the partition meanwhile, so what
+   take_snapshot       they read from MongoDB is the cut at W.
+7. state_checkpoint_done
+
+The step names are the fault points of `tidemark.config.faults`. A crash between any two
+is repaired by recovery (`recovery.py`): [W, C) is re-applied for state only. The crash
+table of docs/ARCHITECTURE.md says why each point is safe.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
 
 import structlog
-from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import TopicPartition
 
 from tidemark.config import Topology, faults
+from tidemark.processor.kafka.transaction import Transaction
 from tidemark.processor.observability import metrics
-from tidemark.processor.protocol.partition import OwnedPartition
+from tidemark.processor.protocol.partition import Partition, Phase
 from tidemark.processor.protocol.snapshotting import Snapshotter
 from tidemark.state import Checkpoints, Fenced
 from tidemark.state.chunks import Record
 
-
-class Owner(Protocol):
-    """What the protocol needs of whoever owns partitions: a worker, or a replay."""
-
-    topology: Topology
-    parts: dict[int, OwnedPartition]
-
-    def drop(self, part: OwnedPartition, reason: str) -> None:
-        """Stop processing a partition a newer epoch took."""
-
-
 log = structlog.get_logger("tidemark.commit")
-TIMEOUT = 60.0
+OnFenced = Callable[[Partition, str], None]
 
 
 class Committer:
-    """Owns the transactional producer and runs the commit protocol for a worker."""
+    """Runs the commit protocol for the partitions of one owner (a worker or a replay)."""
 
     def __init__(
         self,
-        worker: Owner,
-        producer: Producer,
+        topology: Topology,
+        transaction: Transaction,
         checkpoints: Checkpoints,
         snapshotter: Snapshotter,
+        on_fenced: OnFenced,
     ) -> None:
-        self._worker = worker
-        self._producer = producer
+        self._topology = topology
+        self._tx = transaction
         self._checkpoints = checkpoints
         self._snapshotter = snapshotter
+        self._on_fenced = on_fenced
+        self._labels = {"topology": topology.name}
         self._last_state = time.monotonic()
         self._state_task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        await asyncio.to_thread(self._producer.init_transactions, TIMEOUT)
-        self._producer.begin_transaction()
+    async def commit(
+        self, parts: Iterable[Partition], group_metadata: object, everything: bool = False
+    ) -> bool:
+        """Commit these partitions' progress; False if the transaction was aborted instead
+        (the caller then rewinds them to their checkpoints).
 
-    def produce(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        partition: int | None = None,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> None:
-        """Produce into the open transaction, waiting for room when the queue is full."""
-        while True:
-            try:
-                self._producer.produce(
-                    topic,
-                    value,
-                    key,
-                    partition=-1 if partition is None else partition,  # -1: the partitioner's
-                    headers=headers,  # type: ignore[arg-type]
-                )
-                return
-            except BufferError:
-                self._producer.poll(0.1)
-
-    async def commit(self, group_metadata: object) -> bool:
-        """Commit Kafka; start a state checkpoint too when its interval is due.
-
-        Between state checkpoints W lags C, which is the state "after step a" that recovery
-        already handles; the lag coalesces more writes per key and bounds what a recovery
-        replays to about `checkpoint.state_interval`.
+        `everything`: a state checkpoint too, waited for (before partitions are given up).
+        The group metadata comes from the caller: inside a rebalance callback the consumer
+        may only be called from the callback's thread.
         """
-        return await self._commit(group_metadata, self._state_due())
+        parts = list(parts)
+        if everything or (self._state_task is not None and self._state_task.done()):
+            await self.settle()
+        with_state = everything or self.state_due(parts)
+        pending = [p for p in parts if p.owned and p.pending()]
+        if pending:
+            if not await self._commit_kafka(pending, group_metadata):
+                return False
+            if with_state and self._state_task is None:
+                self._start_state_checkpoint(pending)
+        if everything:
+            await self.settle()
+        return True
 
-    async def commit_all(self, group_metadata: object) -> bool:
-        """Commit Kafka, state and checkpoints, and wait for them (before giving up)."""
-        await self.settle()
-        committed = await self._commit(group_metadata, True)
-        await self.settle()
-        return committed
+    async def _commit_kafka(self, parts: list[Partition], group_metadata: object) -> bool:
+        """Steps 1 to 3; False (and the transaction aborted) if any of them failed."""
+        started = time.perf_counter()
+        topic = self._topology.source.topic
+        offsets = [
+            TopicPartition(topic, p.number, offset)
+            for p in parts
+            if (offset := p.kafka_offset()) is not None
+        ]
+        faults.point("send_offsets")
+        if offsets and not await self._tx.send_offsets(offsets, group_metadata):
+            await self._tx.abort()
+            return False
+        faults.point("check_epochs")
+        fenced = await self._fenced(parts)
+        if fenced:
+            for part in fenced:
+                self._on_fenced(part, "epoch moved on before commit")
+            await self._tx.abort()
+            return False
+        faults.point("commit_transaction")
+        if not await self._tx.commit():
+            await self._tx.abort()
+            return False
+        metrics.COMMITS.labels(**self._labels).inc()
+        metrics.COMMIT_SECONDS.labels(**self._labels).observe(time.perf_counter() - started)
+        return True
+
+    async def _fenced(self, parts: list[Partition]) -> list[Partition]:
+        current = await self._checkpoints.current([p.checkpoint.id for p in parts])
+        return [
+            p for p in parts if (cp := current.get(p.checkpoint.id)) is None or cp.epoch != p.epoch
+        ]
+
+    def _start_state_checkpoint(self, parts: list[Partition]) -> None:
+        # The cut is taken here, right after the Kafka commit; processing goes on meanwhile.
+        cuts = [_Cut.take(p) for p in parts if p.checkpointable()]
+        self._state_task = asyncio.create_task(self._checkpoint_state(cuts))
+        self._last_state = time.monotonic()
+
+    async def _checkpoint_state(self, cuts: list[_Cut]) -> None:
+        await asyncio.gather(*(self._checkpoint_partition(c) for c in cuts))
+        faults.point("state_checkpoint_done")
+
+    async def _checkpoint_partition(self, cut: _Cut) -> None:
+        """Steps 4 to 6 for one partition."""
+        part, offset = cut.part, cut.offset
+        try:
+            flushed = await cut.write  # step 4: `flush_state` before each update command
+            if offset is None or not part.owned:
+                return
+            faults.point("move_checkpoint")
+            if part.phase is Phase.FAILED:
+                error = part.last_error or "too many consecutive failures"
+                await self._checkpoints.mark_failed(
+                    part.checkpoint, offset, error, cut.dead_letters
+                )
+                part.note(offset=offset, status="failed", error=error)
+            else:
+                await self._checkpoints.advance(part.checkpoint, offset, cut.dead_letters)
+                part.note(offset=offset)
+            # The changelog may read deletes back from MongoDB: sweep them after it.
+            await self._snapshotter.after_checkpoint(part, offset, flushed)
+            if part.store.tombstones:
+                await part.store.sweep_tombstones(part.epoch, offset)
+        except Fenced as exc:
+            self._on_fenced(part, str(exc))
 
     async def settle(self) -> None:
         """Wait for the state checkpoint in flight; its failure is raised here."""
@@ -117,180 +166,45 @@ class Committer:
         if task is not None:
             await task
 
-    async def _commit(self, group_metadata: object, with_state: bool) -> bool:
-        """Run the protocol over every partition with progress; False if it aborted instead.
-
-        After an abort the caller rewinds its partitions to their checkpoints. The group
-        metadata comes from the caller because the consumer may only be called from the
-        thread inside `consume` while a rebalance callback runs.
-        """
-        if self._state_task is not None and self._state_task.done():
-            await self.settle()
-        parts = [p for p in self._worker.parts.values() if _pending(p)]
-        if not parts:
-            return True
-        started = time.perf_counter()
-        fenced = await self._fenced(parts)
-        if fenced:
-            for part in fenced:
-                self._worker.drop(part, "epoch moved on before commit")
-            await self.abort()
-            return False
-        if not await self._commit_kafka(parts, group_metadata):
-            await self.abort()
-            return False
-        faults.point("after_kafka_commit")
-        if with_state and self._state_task is None:
-            # Steps b and c run beside processing; the dirty keys are taken right here. A
-            # partition still re-applying [W, C) waits: a checkpoint below C could cut
-            # through keys that a crashed owner's partial flush moved past it.
-            cuts = [_Cut.take(p) for p in parts if not p.replaying]
-            self._state_task = asyncio.create_task(self._checkpoint_state(cuts))
-            self._last_state = time.monotonic()
-        self._producer.begin_transaction()
-        metrics.COMMITS.labels(topology=self._worker.topology.name).inc()
-        metrics.COMMIT_SECONDS.labels(topology=self._worker.topology.name).observe(
-            time.perf_counter() - started
+    def state_due(self, parts: Iterable[Partition]) -> bool:
+        """Whether the next commit should start a state checkpoint."""
+        checkpoint = self._topology.checkpoint
+        parts = list(parts)
+        idle = self._state_task is None or self._state_task.done()
+        return idle and (
+            time.monotonic() - self._last_state >= checkpoint.state_interval
+            or sum(p.store.dirty_count for p in parts) >= checkpoint.max_dirty_keys
+            or any(p.phase is Phase.FAILED and p.checkpoint.status != "failed" for p in parts)
+            or any(p.snapshot_request is not None and p.checkpointable() for p in parts)
         )
-        return True
 
-    async def _checkpoint_state(self, cuts: list[_Cut]) -> None:
-        written = await asyncio.gather(*(self._flush(c.part, c.write) for c in cuts))
-        faults.point("after_state_flush")
-        await asyncio.gather(
-            *(
-                self._advance(cut, records)
-                for cut, records in zip(cuts, written, strict=True)
-                if cut.offset is not None and self._owned(cut.part)
-            )
-        )
-        faults.point("after_checkpoint")
+    def state_overdue(self, parts: Iterable[Partition]) -> bool:
+        """A state checkpoint is due and has something to write, even with no new records."""
+        parts = list(parts)
+        return self.state_due(parts) and any(p.owned and p.pending() for p in parts)
 
-    async def backpressure(self) -> None:
+    async def backpressure(self, parts: Iterable[Partition]) -> None:
         """Past `max_dirty_keys` with a state checkpoint still running, wait for it.
 
         This bounds memory (dirty plus in-flight keys) and how far W may lag C, so a slow
         MongoDB slows processing instead of growing memory and recovery time without end.
         """
-        parts = self._worker.parts.values()
-        limit = self._worker.topology.checkpoint.max_dirty_keys
+        limit = self._topology.checkpoint.max_dirty_keys
         if self._state_task is not None and sum(p.store.dirty_count for p in parts) >= limit:
             await self.settle()
-
-    def state_overdue(self) -> bool:
-        """State waits to be flushed and its interval has passed (even with no new records)."""
-        return self._state_due() and any(_pending(p) for p in self._worker.parts.values())
-
-    def _state_due(self) -> bool:
-        checkpoint = self._worker.topology.checkpoint
-        parts = self._worker.parts.values()
-        idle = self._state_task is None or self._state_task.done()
-        return idle and (
-            time.monotonic() - self._last_state >= checkpoint.state_interval
-            or sum(p.store.dirty_count for p in parts) >= checkpoint.max_dirty_keys
-            or any(p.failed and p.checkpoint.status != "failed" for p in parts)
-            or any(_requested(p) for p in parts)
-        )
-
-    def _owned(self, part: OwnedPartition) -> bool:
-        return self._worker.parts.get(part.number) is part
-
-    async def abort(self) -> None:
-        """Abort the open transaction and begin the next one."""
-        await asyncio.to_thread(self._producer.abort_transaction, TIMEOUT)
-        self._producer.begin_transaction()
-
-    async def _fenced(self, parts: list[OwnedPartition]) -> list[OwnedPartition]:
-        current = await self._checkpoints.current([p.checkpoint.id for p in parts])
-        return [
-            p
-            for p in parts
-            if (cp := current.get(p.checkpoint.id)) is None or cp.epoch != p.checkpoint.epoch
-        ]
-
-    async def _commit_kafka(self, parts: list[OwnedPartition], group_metadata: object) -> bool:
-        topic = self._worker.topology.source.topic
-        # While replaying [W, C) the position is below C: Kafka's committed offset must not
-        # move back, or outputs of [position, C) would be emitted again after a crash.
-        offsets = [
-            TopicPartition(topic, p.number, max(p.next_offset, p.emit_from, p.commit_floor))
-            for p in parts
-            if p.next_offset is not None
-        ]
-        try:
-            if offsets:
-                await asyncio.to_thread(
-                    self._producer.send_offsets_to_transaction, offsets, group_metadata, TIMEOUT
-                )
-            await asyncio.to_thread(self._producer.commit_transaction, TIMEOUT)
-        except KafkaException as exc:
-            error: KafkaError = exc.args[0]
-            if not error.txn_requires_abort():
-                raise
-            log.warning("kafka_commit_aborted", error=str(error))
-            return False
-        return True
-
-    async def _flush(
-        self, part: OwnedPartition, write: Awaitable[Iterable[Record]]
-    ) -> Iterable[Record]:
-        try:
-            return await write
-        except Fenced as exc:
-            self._worker.drop(part, str(exc))
-            return []
-
-    async def _advance(self, cut: _Cut, flushed: Iterable[Record]) -> None:
-        part, offset = cut.part, cut.offset
-        assert offset is not None
-        try:
-            if part.failed:
-                error = part.last_error or "too many consecutive failures"
-                part.checkpoint = await self._checkpoints.mark_failed(
-                    part.checkpoint, offset, error, cut.dead_letters
-                )
-            else:
-                part.checkpoint = await self._checkpoints.advance(
-                    part.checkpoint, offset, cut.dead_letters
-                )
-            # The changelog may read deletes back from MongoDB: sweep them after it.
-            await self._snapshotter.after_checkpoint(part, offset, flushed)
-            if part.store.tombstones:
-                await part.store.sweep_tombstones(part.checkpoint.epoch, offset)
-        except Fenced as exc:
-            self._worker.drop(part, str(exc))
 
 
 @dataclass
 class _Cut:
     """What a state checkpoint writes for one partition, taken right after a Kafka commit."""
 
-    part: OwnedPartition
+    part: Partition
     offset: int | None
     write: Awaitable[Iterable[Record]]
     dead_letters: int
 
     @classmethod
-    def take(cls, part: OwnedPartition) -> _Cut:
+    def take(cls, part: Partition) -> _Cut:
         dead_letters, part.dead_letters = part.dead_letters, 0
-        write = part.store.flush(part.checkpoint.epoch)
-        return cls(part, _position(part), write, dead_letters)
-
-
-def _requested(part: OwnedPartition) -> bool:
-    """A snapshot was asked for and can be taken (not while re-applying [W, C))."""
-    return part.checkpoint.snapshot_request is not None and not part.replaying
-
-
-def _pending(part: OwnedPartition) -> bool:
-    """Whether the partition has progress, a failure or a snapshot request to checkpoint."""
-    if _requested(part):
-        return True
-    return part.next_offset is not None and (
-        part.next_offset != part.checkpoint.offset
-        or (part.failed and part.checkpoint.status != "failed")
-    )
-
-
-def _position(part: OwnedPartition) -> int | None:
-    return part.next_offset if part.next_offset is not None else part.checkpoint.offset
+        write = part.store.flush(part.epoch)
+        return cls(part, part.cut_offset(), write, dead_letters)

@@ -1,50 +1,147 @@
-"""What a worker keeps for one partition it owns."""
+"""One owned partition's lifecycle: the only place its offsets and checkpoint live.
+
+    acquire ─▶ RECOVERING ─▶ RUNNING ─▶ FAILED
+                   │            │          │
+                   └────────────┴──────────┴─▶ HANDED_OFF (paused for an operator)
+                                               DROPPED    (fenced, revoked or lost)
+
+A `Partition` lives for one epoch: recovery creates it, and a hand-back or a rebalance
+creates a new one with a new epoch. The offsets it owns:
+
+- W, `checkpoint.offset`: where the state in MongoDB is complete up to (next to read).
+- C, `emit_from`: Kafka's committed offset at assignment; outputs below it were committed
+  before, so [W, C) is re-applied for state only.
+- `cut_from`: no state checkpoint below this offset, so RECOVERING ends there. After a
+  crash a partial flush may have moved keys past W up to C, and a cut in between would not
+  be consistent; when the last owner left cleanly (`checkpoint.clean`) it is W.
+- `position`: one past the last record processed. Kafka's committed offset is moved to
+  `max(position, emit_from, commit_floor)`, never back.
+
+The checkpoint copy is changed field by field (`note`), after the write that changed it:
+never replaced by a copy taken before an await.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
 
 from tidemark.config.state import State
 from tidemark.state import Checkpoint, PartitionStore
 
 
-@dataclass
-class OwnedPartition:
-    """Ownership (checkpoint and epoch), state, and progress of one assigned partition.
+class Phase(StrEnum):
+    RECOVERING = "recovering"  # re-applying [W, cut_from): outputs below C suppressed
+    RUNNING = "running"
+    FAILED = "failed"  # stopped on poison records; paused until a replay repairs it
+    HANDED_OFF = "handed_off"  # paused at a committed point for an operator
+    DROPPED = "dropped"  # a newer epoch took it, or the group revoked it
 
-    `emit_from` is the Kafka committed offset C found at assignment: events below it were
-    processed before a crash and their outputs committed already, so they are replayed for
-    state only.
-    """
+
+_NEXT = {
+    Phase.RECOVERING: {Phase.RUNNING, Phase.FAILED, Phase.HANDED_OFF, Phase.DROPPED},
+    Phase.RUNNING: {Phase.FAILED, Phase.HANDED_OFF, Phase.DROPPED},
+    Phase.FAILED: {Phase.HANDED_OFF, Phase.DROPPED},
+    Phase.HANDED_OFF: set(),
+    Phase.DROPPED: set(),
+}
+
+
+class PhaseError(AssertionError):
+    """A transition the lifecycle does not allow: a bug."""
+
+
+@dataclass(eq=False)
+class Partition:
+    """Ownership, offsets, state and progress of one partition for one epoch."""
 
     checkpoint: Checkpoint
     store: PartitionStore
     states: dict[str, State]
     emit_from: int
-    next_offset: int | None = None  # one past the last event processed
-    # Kafka's committed offset never moves below this: a replay that re-emits (`--emit`)
-    # starts emitting below C but must not move C back.
+    cut_from: int
     commit_floor: int = 0
+    phase: Phase = Phase.RECOVERING
+    position: int | None = None
     consecutive_failures: int = 0
     last_error: str | None = None
-    failed: bool = False
     dead_letters: int = 0  # produced since the last state checkpoint took the count
+    # Snapshots and the changelog (`snapshotting.py`).
     last_snapshot: float = 0.0  # monotonic time of the last snapshot
     records_since_snapshot: int = 0
     snapshot_due: bool = False
-    changelog_from: int | None = None  # incremental mode: checkpoint the next delta starts at
-    changelog_rebuild: bool = False  # read the next delta back from MongoDB
+    answered: set[str] = field(default_factory=set)  # snapshot requests served
+    changelog_from: int | None = None
+    changelog_rebuild: bool = False
 
-    # No state checkpoint below this offset: after a crash, a partial flush of the old
-    # owner may have moved keys past W up to C, and a cut below C would not be consistent.
-    # A replay that restored or cleared the state can cut from where it starts.
-    cut_from: int = 0
-
-    @property
-    def replaying(self) -> bool:
-        """Still re-applying events a crashed owner had processed; no state checkpoint yet."""
-        return self.next_offset is not None and self.next_offset < self.cut_from
+    def __post_init__(self) -> None:
+        if self.phase is Phase.RECOVERING and self.checkpoint.offset is not None:
+            self._leave_recovery(self.checkpoint.offset)
 
     @property
     def number(self) -> int:
         return self.checkpoint.partition
+
+    @property
+    def epoch(self) -> int:
+        return self.checkpoint.epoch
+
+    @property
+    def owned(self) -> bool:
+        """Still ours: processing, recovering or failed (its failure still ours to record)."""
+        return self.phase in (Phase.RECOVERING, Phase.RUNNING, Phase.FAILED)
+
+    @property
+    def processing(self) -> bool:
+        return self.phase in (Phase.RECOVERING, Phase.RUNNING)
+
+    def move(self, phase: Phase) -> None:
+        if phase not in _NEXT[self.phase]:
+            raise PhaseError(f"partition {self.number}: {self.phase} -> {phase}")
+        self.phase = phase
+        if phase in (Phase.HANDED_OFF, Phase.DROPPED):
+            self.store.forget()
+
+    def processed(self, position: int) -> None:
+        """Records up to `position` (exclusive) are applied."""
+        self.position = position
+        if self.phase is Phase.RECOVERING:
+            self._leave_recovery(position)
+
+    def _leave_recovery(self, position: int) -> None:
+        if position >= self.cut_from:
+            self.phase = Phase.RUNNING
+
+    def note(self, **fields: Any) -> None:
+        """Update the checkpoint copy after the write that changed these fields."""
+        self.checkpoint = dataclasses.replace(self.checkpoint, **fields)
+
+    @property
+    def snapshot_request(self) -> str | None:
+        request = self.checkpoint.snapshot_request
+        return request if request not in self.answered else None
+
+    def kafka_offset(self) -> int | None:
+        """What the commit moves C to: never below C, never below the replay's floor."""
+        if self.position is None:
+            return None
+        return max(self.position, self.emit_from, self.commit_floor)
+
+    def checkpointable(self) -> bool:
+        """A state checkpoint may cut here: past `cut_from` (see the module docstring)."""
+        return self.phase is not Phase.RECOVERING
+
+    def pending(self) -> bool:
+        """Progress, a failure or a snapshot request waits to be committed."""
+        if self.snapshot_request is not None and self.checkpointable():
+            return True
+        return self.position is not None and (
+            self.position != self.checkpoint.offset
+            or (self.phase is Phase.FAILED and self.checkpoint.status != "failed")
+        )
+
+    def cut_offset(self) -> int | None:
+        """The checkpoint a state checkpoint taken now moves W to."""
+        return self.position if self.position is not None else self.checkpoint.offset

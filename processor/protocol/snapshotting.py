@@ -8,15 +8,14 @@ on meanwhile; only the next state checkpoint waits (and, past `max_dirty_keys`, 
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Iterable
 
 import structlog
 
-from tidemark.config import Topology
+from tidemark.config import Topology, faults
 from tidemark.processor.observability import metrics
-from tidemark.processor.protocol.partition import OwnedPartition
+from tidemark.processor.protocol.partition import Partition
 from tidemark.state import Checkpoints
 from tidemark.state.chunks import Record
 from tidemark.state.snapshots import Kind, Manifest, Snapshots
@@ -38,7 +37,7 @@ class Snapshotter:
     def incremental(self) -> bool:
         return self._policy.mode == "incremental"
 
-    async def adopt(self, part: OwnedPartition) -> None:
+    async def adopt(self, part: Partition) -> None:
         """At assignment: when the last snapshot was taken, where the changelog stands."""
         latest = await self.snapshots.latest(part.number)
         part.last_snapshot = time.monotonic() - (latest.age() if latest else 0.0)
@@ -55,44 +54,50 @@ class Snapshotter:
             part.changelog_rebuild = True
 
     async def after_checkpoint(
-        self, part: OwnedPartition, offset: int, flushed: Iterable[Record]
+        self, part: Partition, offset: int, flushed: Iterable[Record]
     ) -> None:
         """Extend the changelog to `offset`, then take a snapshot there if one is due."""
         if self.incremental:
+            faults.point("append_changelog")
             await self._record_delta(part, offset, flushed)
-        request = part.checkpoint.snapshot_request
+        request = part.snapshot_request
         if request or part.snapshot_due or self._due(part):
+            faults.point("take_snapshot")
             await self.take(part, offset, request)
 
-    async def _record_delta(
-        self, part: OwnedPartition, offset: int, flushed: Iterable[Record]
-    ) -> None:
+    async def _record_delta(self, part: Partition, offset: int, flushed: Iterable[Record]) -> None:
         start = part.changelog_from
         if start is None or start >= offset:
             return
         if part.changelog_rebuild:
             flushed = await part.store.changed_since(start)
         await self.snapshots.changelog.append(part.number, start, offset, flushed)
-        part.checkpoint = await self._checkpoints.changelog_reaches(part.checkpoint, offset)
+        await self._checkpoints.changelog_reaches(part.checkpoint, offset)
+        part.note(changelog=offset)
         part.changelog_from, part.changelog_rebuild = offset, False
 
-    def _due(self, part: OwnedPartition) -> bool:
+    def _due(self, part: Partition) -> bool:
         p = self._policy
         return (p.interval is not None and time.monotonic() - part.last_snapshot >= p.interval) or (
             p.every_records is not None and part.records_since_snapshot >= p.every_records
         )
 
-    async def take(self, part: OwnedPartition, offset: int, request: str | None) -> Manifest:
+    async def take(self, part: Partition, offset: int, request: str | None) -> Manifest:
         started = time.perf_counter()
         latest = await self.snapshots.latest(part.number)
         next_version = latest.version + 1 if latest else 1
         full_due = (next_version - 1) % self._policy.full_every == 0
         kind: Kind = "delta" if self.incremental and not full_due else "full"
-        manifest = await self.snapshots.take(part.number, offset, self._hash, kind)
+        manifest = await self.snapshots.take(
+            part.number, offset, self._hash, kind, part.checkpoint.floor
+        )
         part.last_snapshot, part.records_since_snapshot = time.monotonic(), 0
         part.snapshot_due = False
         await self._checkpoints.snapshot_taken(part.checkpoint, manifest.version, request)
-        part.checkpoint = dataclasses.replace(part.checkpoint, snapshot_request=None)
+        if request:
+            # Answered here, not by clearing the copy: a poll that read the document before
+            # the answer was stored must not ask again.
+            part.answered.add(request)
         pruned = await self.snapshots.prune(part.number, self._policy.retain, self._policy.max_age)
         seconds = time.perf_counter() - started
         metrics.SNAPSHOTS.labels(**self._labels).inc()

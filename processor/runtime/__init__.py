@@ -1,0 +1,1 @@
+"""The worker: its loop, the batch processor, and how it hears operators."""

@@ -1,19 +1,26 @@
 """One partition's batch: decode, run the pipeline, put outputs and dead letters into the
-open Kafka transaction. Shared by the worker and the replay."""
+open Kafka transaction. Shared by the worker and the replay.
+
+Only a record's own fault (`RecordError`: malformed, missing field, wrong type) sends it to
+dead letters; anything else is a bug and propagates, stopping the worker loudly: a restart
+recovers exactly, a stream silently dead-lettered does not.
+"""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 
 import orjson
 import structlog
+from confluent_kafka import Message
 
 from tidemark.config import Topology
-from tidemark.operators import Event
+from tidemark.operators import Event, RecordError
 from tidemark.operators.pipeline import Pipeline
+from tidemark.processor.kafka.transaction import Transaction
 from tidemark.processor.observability import metrics
-from tidemark.processor.protocol.commit import Committer
-from tidemark.processor.protocol.partition import OwnedPartition
+from tidemark.processor.protocol.partition import Partition, Phase
 from tidemark.processor.runtime.deadletters import dead_letter
 from tidemark.processor.runtime.decoding import Decoder
 
@@ -30,30 +37,47 @@ class Raw:
     timestamp: int
 
 
+def by_partition(messages: list[Message], end: int | None = None) -> dict[int, list[Raw]]:
+    """Consumed messages as batches per partition (offsets below `end` only, if given)."""
+    batches: dict[int, list[Raw]] = defaultdict(list)
+    for m in messages:
+        number, offset = m.partition(), m.offset()
+        if m.error() is not None or number is None or offset is None:
+            log.warning("consume_error", error=str(m.error()))
+            continue
+        if end is None or offset < end:
+            batches[number].append(Raw(offset, m.key(), m.value(), m.timestamp()[1]))
+    return batches
+
+
 class BatchProcessor:
     """Runs batches of one topology; outputs below a partition's `emit_from` are suppressed."""
 
     def __init__(
-        self, topology: Topology, pipeline: Pipeline, committer: Committer, sink_partitioned: bool
+        self,
+        topology: Topology,
+        pipeline: Pipeline,
+        transaction: Transaction,
+        sink_partitioned: bool,
     ) -> None:
         self.topology = topology
         self.pipeline = pipeline
-        self.committer = committer
+        self._tx = transaction
         self._decoder = Decoder(topology.source)
         self._sink_partitioned = sink_partitioned
         self._labels = {"topology": topology.name}
 
-    async def run(self, part: OwnedPartition, batch: list[Raw]) -> None:
-        """Process one partition's batch; `part.failed` is set past the failure limit."""
-        failures: dict[int, Exception] = {}
+    async def run(self, part: Partition, batch: list[Raw]) -> None:
+        """Process one partition's batch; the partition fails past the failure limit."""
+        failures: dict[int, RecordError] = {}
         events: list[Event] = []
         for r in batch:
             try:
                 events.append(self._decoder.decode(r.key, r.value, r.offset, r.timestamp))
-            except ValueError as exc:
+            except RecordError as exc:
                 failures[r.offset] = exc
 
-        def on_error(event: Event, exc: Exception) -> None:
+        def on_error(event: Event, exc: RecordError) -> None:
             failures[event.offset] = exc
 
         outputs = await self.pipeline.process(events, part.states, on_error)
@@ -64,21 +88,18 @@ class BatchProcessor:
         if failures:
             self._dead_letter(part, [r for r in batch if r.offset in failures], failures)
         self._count_failures(part, batch, failures)
-        part.next_offset = batch[-1].offset + 1
+        part.processed(batch[-1].offset + 1)
         part.records_since_snapshot += len(batch)
         metrics.EVENTS.labels(**self._labels).inc(len(batch))
 
-    def _emit(self, part: OwnedPartition, out: Event, topic: str) -> None:
+    def _emit(self, part: Partition, out: Event, topic: str) -> None:
         key = out.key.encode() if out.key is not None else None
         value = orjson.dumps(out.value)
-        if self._sink_partitioned:
-            self.committer.produce(topic, key, value, partition=part.number)
-        else:
-            self.committer.produce(topic, key, value)
+        self._tx.produce(topic, key, value, part.number if self._sink_partitioned else None)
         metrics.OUTPUTS.labels(**self._labels).inc()
 
     def _dead_letter(
-        self, part: OwnedPartition, failed: list[Raw], errors: dict[int, Exception]
+        self, part: Partition, failed: list[Raw], errors: dict[int, RecordError]
     ) -> None:
         topic = self.topology.source.topic
         for r in failed:
@@ -86,7 +107,7 @@ class BatchProcessor:
                 continue  # dead-lettered before the crash, in a committed transaction
             error = errors[r.offset]
             letter = dead_letter(r.key, r.value, topic, part.number, r.offset, error)
-            self.committer.produce(
+            self._tx.produce(
                 self.topology.dead_letter_topic, letter.key, letter.value, headers=letter.headers
             )
             part.dead_letters += 1
@@ -100,7 +121,7 @@ class BatchProcessor:
             )
 
     def _count_failures(
-        self, part: OwnedPartition, batch: list[Raw], failures: dict[int, Exception]
+        self, part: Partition, batch: list[Raw], failures: dict[int, RecordError]
     ) -> None:
         for r in batch:
             exc = failures.get(r.offset)
@@ -112,5 +133,5 @@ class BatchProcessor:
         if part.consecutive_failures >= self.topology.errors.max_consecutive_failures:
             # Everything up to the end of this batch is handled; the commit records the
             # failure with the checkpoint and the partition stays paused until replayed.
-            part.failed = True
+            part.move(Phase.FAILED)
             log.error("partition_failed", partition=part.number, error=part.last_error)

@@ -1,93 +1,125 @@
-"""How a worker answers operators: hand-offs, hand-backs and snapshot requests.
+"""How a worker hears operators: hand-offs, hand-backs and snapshot requests.
 
 Operators talk to the owner of a partition through its checkpoint document, which the
-worker reads once per `checkpoint.interval` for every partition it is assigned:
+worker reads once per `checkpoint.interval` for every partition it is assigned. `poll`
+returns decisions; the worker carries them out:
 
-- `status: replaying|paused` with an unacknowledged hand-off: pause the partition, commit
-  everything (Kafka transaction, state flush, checkpoint), then acknowledge. From then on
-  the worker neither reads nor writes the partition, so the operator can fence it and read
-  C knowing no commit of ours is in flight.
-- back to `running` (or out of `failed`) for a partition the worker holds: the operator
-  handed it back; recover it like a new assignment (new epoch, read from the checkpoint).
-- `snapshot_request`: the owner takes a snapshot at its next state checkpoint.
+- `HandOff`: `status: replaying|paused` with an unacknowledged hand-off. Pause the
+  partition, commit everything (Kafka transaction, state flush, checkpoint), then
+  acknowledge: from then on the worker neither reads nor writes it, so the operator can
+  fence it and read C knowing no commit of ours is in flight.
+- `HandBack`: back to `running` for a partition the worker holds: recover it like a new
+  assignment (new epoch, read from the checkpoint).
+- `SnapshotRequested`: take a snapshot at the next state checkpoint.
+
+Beside the loop, a heartbeat stamps `owner` and `seen_at` on the documents: operators wait
+for an acknowledgement only from an owner that shows a sign of life.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import structlog
 
+from tidemark.config import Topology, faults
+from tidemark.processor.protocol.partition import Partition
 from tidemark.state import Checkpoints
 from tidemark.state.names import checkpoint_id
-
-if TYPE_CHECKING:
-    from tidemark.processor.runtime.worker import Worker
 
 log = structlog.get_logger("tidemark.control")
 
 
+def liveness(topology: Topology) -> float:
+    """How recent an owner's heartbeat must be for it to count as alive (it polls every
+    `checkpoint.interval`; Kafka's own view of the group lags a crashed member by minutes)."""
+    return max(10.0, 3 * topology.checkpoint.interval)
+
+
+@dataclass(frozen=True)
+class HandOff:
+    number: int
+    handoff: str
+
+
+@dataclass(frozen=True)
+class HandBack:
+    number: int
+
+
+@dataclass(frozen=True)
+class SnapshotRequested:
+    number: int
+    request: str
+
+
+Decision = HandOff | HandBack | SnapshotRequested
+
+
 class Control:
-    """Reads the checkpoint documents of a worker's partitions and acts on what they say."""
+    """Reads the checkpoint documents of a worker's partitions; says what to do about them."""
 
-    def __init__(self, worker: Worker, checkpoints: Checkpoints) -> None:
-        self._worker = worker
+    def __init__(self, topology: Topology, checkpoints: Checkpoints, owner: str) -> None:
+        self._topology = topology
         self._checkpoints = checkpoints
+        self._owner = owner
 
-    async def poll(self) -> None:
-        w = self._worker
-        ids = self._ids()
+    async def poll(
+        self, assigned: set[int], owned: Mapping[int, Partition], held: set[int]
+    ) -> list[Decision]:
+        """What the documents of the `assigned` partitions ask of this worker."""
+        ids = self._ids(assigned)
         if not ids:
-            return
+            return []
         current = await self._checkpoints.current(list(ids))
-        handed_back = []
+        decisions: list[Decision] = []
         for cid, number in ids.items():
             cp = current.get(cid)
             if cp is None:
                 continue
-            part = w.parts.get(number)
+            part = owned.get(number)
             if cp.held:
-                if part is None:
-                    w.held.add(number)
                 if not cp.acked and cp.handoff is not None:
-                    if part is not None:
-                        await self._hand_off(number)
-                    await self._checkpoints.ack_handoff(cid, cp.handoff)
-                    log.info("handoff_acknowledged", partition=number, handoff=cp.handoff)
-            elif number in w.held and cp.status == "running" and cp.owner in (None, w.owner):
+                    decisions.append(HandOff(number, cp.handoff))
+            elif number in held and cp.status == "running" and cp.owner in (None, self._owner):
                 # Given back by the operator (it unsets the owner). Not when another group
                 # member acquired it: then this worker is the stale one.
-                handed_back.append(number)
-            elif part is not None and cp.epoch == part.checkpoint.epoch:
-                part.checkpoint = dataclasses.replace(
-                    part.checkpoint, snapshot_request=cp.snapshot_request
-                )
-        if handed_back:
-            log.info("partitions_handed_back", partitions=handed_back)
-            await w.restart(handed_back)
+                decisions.append(HandBack(number))
+            elif (
+                part is not None
+                and cp.epoch == part.epoch
+                and cp.snapshot_request is not None
+                and cp.snapshot_request != part.snapshot_request
+                and cp.snapshot_request not in part.answered
+            ):
+                decisions.append(SnapshotRequested(number, cp.snapshot_request))
+        return decisions
 
-    async def heartbeat_forever(self) -> None:
-        """Stamp `seen_at` every interval, beside the loop, so that an owner busy in a long
-        commit still counts as alive to operators waiting for its acknowledgement."""
+    async def acknowledge(self, number: int, handoff: str) -> None:
+        """Tell the operator the partition is paused at a committed point."""
+        faults.point("acknowledge")
+        await self._checkpoints.ack_handoff(self._id(number), handoff)
+        log.info("handoff_acknowledged", partition=number, handoff=handoff)
+
+    async def heartbeat_forever(
+        self, assigned: Callable[[], set[int]], alive: Callable[[float], bool]
+    ) -> None:
+        """Stamp `seen_at` every interval while `alive(bound)` says the processing loop
+        turned within the bound: a loop that is stuck stops looking alive, even though this
+        task beside it still runs (and if this task dies, the loop raises its error)."""
+        interval = self._topology.checkpoint.interval
+        bound = liveness(self._topology) / 2
         while True:
-            ids = self._ids()
-            if ids:
-                await self._checkpoints.heartbeat(list(ids), self._worker.owner)
-            await asyncio.sleep(self._worker.topology.checkpoint.interval)
+            ids = self._ids(assigned())
+            if ids and alive(bound):
+                await self._checkpoints.heartbeat(list(ids), self._owner)
+            await asyncio.sleep(interval)
 
-    def _ids(self) -> dict[str, int]:
-        t = self._worker.topology
-        return {checkpoint_id(t.name, t.source.topic, n): n for n in sorted(self._worker.assigned)}
+    def _id(self, number: int) -> str:
+        t = self._topology
+        return checkpoint_id(t.name, t.source.topic, number)
 
-    async def _hand_off(self, number: int) -> None:
-        """Pause at a committed point: everything processed is committed and checkpointed."""
-        w = self._worker
-        w.pause(number)
-        await w.commit(w.committer.commit_all)
-        part = w.parts.get(number)
-        if part is not None:
-            w.forget(part)
-        w.held.add(number)
-        log.info("partition_handed_off", partition=number)
+    def _ids(self, numbers: set[int]) -> dict[str, int]:
+        return {self._id(n): n for n in sorted(numbers)}

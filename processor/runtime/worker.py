@@ -1,51 +1,49 @@
 """One worker: a consumer-group member that runs a topology over the partitions it owns.
 
-The loop consumes a batch, runs it through the pipeline per partition (state prefetched once
-per stage), produces outputs and dead letters into the open Kafka transaction, and every
-`checkpoint.interval` or `checkpoint.max_records` runs the commit protocol in `commit.py`.
-Rebalance callbacks fire inside `consume`, on the consumer's thread; they hand their work to
-the event loop and wait for it, so all state is touched by the loop alone.
+The loop consumes a batch, runs it through the pipeline per partition (`batch.py`), and
+every `checkpoint.interval` or `checkpoint.max_records` commits (`protocol/commit.py`);
+once per interval it reads what operators ask of it (`control.py`). Rebalance callbacks
+fire inside `consume`, on the consumer's thread; they hand their work to the event loop
+and wait for it, so all state is touched by the loop alone.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
-from collections import defaultdict
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 import structlog
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from pymongo import AsyncMongoClient
 
-from tidemark.config import Topology
+from tidemark.config import Topology, faults
 from tidemark.operators import build_pipeline
-from tidemark.processor.kafka import clients as kafka
+from tidemark.processor.kafka import clients, topics
+from tidemark.processor.kafka.positions import Positions, read_positions
+from tidemark.processor.kafka.transaction import Transaction
 from tidemark.processor.observability import metrics
 from tidemark.processor.protocol.commit import Committer
-from tidemark.processor.protocol.partition import OwnedPartition
+from tidemark.processor.protocol.partition import Partition, Phase
+from tidemark.processor.protocol.recovery import recover
 from tidemark.processor.protocol.snapshotting import Snapshotter
-from tidemark.processor.runtime.batch import BatchProcessor, Raw
-from tidemark.processor.runtime.control import Control
-from tidemark.state import Checkpoints, PartitionStore, ensure_collections
+from tidemark.processor.runtime.batch import BatchProcessor, by_partition
+from tidemark.processor.runtime.control import (
+    Control,
+    Decision,
+    HandBack,
+    HandOff,
+    SnapshotRequested,
+)
+from tidemark.state import Checkpoints, Fenced, ensure_collections
 from tidemark.state.names import checkpoint_id, state_collection
 from tidemark.state.snapshots import Snapshots
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Known:
-    """What Kafka says of a partition at assignment."""
-
-    committed: int | None
-    first_start: int
-
-
 log = structlog.get_logger("tidemark.worker")
 BATCH = 2000
 
@@ -57,13 +55,14 @@ class Worker:
         self.topology = topology
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}"
         self.pipeline = build_pipeline(topology)
-        self.parts: dict[int, OwnedPartition] = {}
-        self._stopping = asyncio.Event()
-        self._labels = {"topology": topology.name}
-        self._to_pause: set[int] = set()
         self.assigned: set[int] = set()
-        # Assigned, not processed, waiting to be handed back by an operator (replay, restore).
+        self.partitions: dict[int, Partition] = {}  # owned, for the current epoch
+        # Assigned but not ours to process: handed off to an operator, found held at
+        # assignment, or fenced without our acknowledgement; resumed on hand-back.
         self.held: set[int] = set()
+        self._to_pause: set[int] = set()
+        self._stopping = asyncio.Event()
+        self._turned = time.monotonic()  # the last turn of the loop: liveness
 
     def stop(self) -> None:
         """Finish the batch in hand, commit, leave the group."""
@@ -72,26 +71,26 @@ class Worker:
     async def run(self) -> None:
         t = self.topology
         self._loop = asyncio.get_running_loop()
-        counts = await asyncio.to_thread(kafka.check_topics, t)
-        # Outputs keep their input's partition number when the sink is partitioned alike.
-        sink_partitions = counts.get(t.sink.topic) if t.sink else None
-        sink_partitioned = sink_partitions == counts[t.source.topic]
+        counts = await asyncio.to_thread(topics.check_topics, t)
         mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(t.mongo.uri, appname=self.owner)
+        self._tx = Transaction(clients.producer(t, self.owner))
         try:
             db = mongo[t.mongo.database]
             await ensure_collections(db, t.name)
             self._checkpoints = Checkpoints(db, t.name)
-            self._state = db[state_collection(t.name)]
+            self._collection = db[state_collection(t.name)]
             self._snapshotter = Snapshotter(
                 t, Snapshots(db, t.name, t.snapshots.chunk_bytes), self._checkpoints
             )
-            self.consumer = kafka.consumer(t, self.owner)
-            self.committer = Committer(
-                self, kafka.producer(t, self.owner), self._checkpoints, self._snapshotter
+            self._committer = Committer(
+                t, self._tx, self._checkpoints, self._snapshotter, self._drop
             )
-            self._control = Control(self, self._checkpoints)
-            self._batches = BatchProcessor(t, self.pipeline, self.committer, sink_partitioned)
-            await self.committer.start()
+            self._batches = BatchProcessor(
+                t, self.pipeline, self._tx, topics.sink_partitioned(t, counts)
+            )
+            self._control = Control(t, self._checkpoints, self.owner)
+            await self._tx.start()
+            self.consumer = clients.consumer(t, self.owner)
             self.consumer.subscribe(
                 [t.source.topic],
                 on_assign=self._on_assign,
@@ -99,84 +98,166 @@ class Worker:
                 on_lost=self._on_lost,
             )
             log.info("worker_started", topology=t.name, owner=self.owner)
-            beat = asyncio.create_task(self._control.heartbeat_forever())
+            beat = asyncio.create_task(
+                self._control.heartbeat_forever(lambda: self.assigned, self._alive)
+            )
             try:
-                await self._loop_until_stopped()
+                await self._loop_until_stopped(beat)
             finally:
                 beat.cancel()
         finally:
+            if faults.crashed():
+                # An in-process crash (tests): the broker would abort the open transaction
+                # after its timeout; abort it now. Callbacks write nothing from here on.
+                with contextlib.suppress(KafkaException):
+                    await self._tx.abort()
             if hasattr(self, "consumer"):
                 await asyncio.to_thread(self.consumer.close)
             await mongo.close()
             log.info("worker_stopped", topology=t.name, owner=self.owner)
 
-    async def _loop_until_stopped(self) -> None:
-        interval, max_records = (
-            self.topology.checkpoint.interval,
-            self.topology.checkpoint.max_records,
-        )
-        last_commit, since_commit = time.monotonic(), 0
-        last_poll = 0.0
-        batch = min(BATCH, max_records)
+    async def _loop_until_stopped(self, beat: asyncio.Task[None]) -> None:
+        c = self.topology.checkpoint
+        last_commit = last_poll = time.monotonic()
+        since_commit = 0
+        batch = min(BATCH, c.max_records)
         while not self._stopping.is_set():
+            self._turned = time.monotonic()
+            if beat.done():
+                beat.result()  # the heartbeat died: its error stops the worker
+                raise RuntimeError("the heartbeat task ended")
             messages = await asyncio.to_thread(self.consumer.consume, batch, 0.2)
             if messages:
                 since_commit += await self._process(messages)
             self._apply_pauses()
-            if time.monotonic() - last_poll >= interval:
-                await self._control.poll()
+            if time.monotonic() - last_poll >= c.interval:
+                await self._carry_out(
+                    await self._control.poll(self.assigned, self.partitions, self.held)
+                )
                 last_poll = time.monotonic()
-            if (
-                since_commit
-                and (since_commit >= max_records or time.monotonic() - last_commit >= interval)
-            ) or self.committer.state_overdue():
-                await self.commit(self.committer.commit)
+            due = since_commit >= c.max_records or time.monotonic() - last_commit >= c.interval
+            if (since_commit and due) or self._committer.state_overdue(self._owned()):
+                await self._commit(self.consumer.consumer_group_metadata())
                 last_commit, since_commit = time.monotonic(), 0
                 # Only right after a commit: the new transaction is empty, so waiting for
                 # MongoDB cannot run it into the transaction timeout.
-                await self.committer.backpressure()
-        await self.commit(self.committer.commit_all)
+                await self._committer.backpressure(self._owned())
+        await self._commit(self.consumer.consumer_group_metadata(), everything=True)
 
-    async def commit(self, commit: Callable[[object], Awaitable[bool]]) -> None:
-        """Run `commit` (a `Committer` method); rewind to the checkpoints if it aborted."""
-        if not await commit(self.consumer.consumer_group_metadata()):
-            await self._rewind()
+    def _alive(self, bound: float) -> bool:
+        return time.monotonic() - self._turned < bound
 
-    async def _rewind(self) -> None:
-        """After an aborted transaction: start every partition again from its checkpoint."""
-        await self.committer.settle()
-        await self.restart(list(self.parts))
-
-    async def restart(self, numbers: list[int]) -> None:
-        """Recover these assigned partitions and read each from its checkpoint again."""
-        known = await asyncio.to_thread(self.known_offsets, numbers)
-        for number in numbers:
-            tp = await self.recover(number, known[number])
-            if tp is None or self.parts[number].failed:
-                self.pause(number)
-                continue
-            self.consumer.seek(tp)
-            self.consumer.resume([tp])
-
-    # -- processing ---------------------------------------------------------------------
+    def _owned(self) -> list[Partition]:
+        return list(self.partitions.values())
 
     async def _process(self, messages: list[Message]) -> int:
-        batches: dict[int, list[Raw]] = defaultdict(list)
-        for m in messages:
-            number, offset = m.partition(), m.offset()
-            if m.error() is not None or number is None or offset is None:
-                log.warning("consume_error", error=str(m.error()))
-                continue
-            batches[number].append(Raw(offset, m.key(), m.value(), m.timestamp()[1]))
+        batches = by_partition(messages)
         for number, batch in batches.items():
-            part = self.parts.get(number)
-            if part is not None and not part.failed:
+            part = self.partitions.get(number)
+            if part is not None and part.processing:
                 await self._batches.run(part, batch)
-                if part.failed:
+                if part.phase is Phase.FAILED:
                     self.pause(number)
         return sum(len(b) for b in batches.values())
 
+    async def _commit(self, group_metadata: object, everything: bool = False) -> bool:
+        """Commit; if the transaction aborted, rewind every partition to its checkpoint."""
+        if await self._committer.commit(self._owned(), group_metadata, everything):
+            return True
+        await self._committer.settle()
+        await self.restart(list(self.partitions))
+        return False
+
     # -- ownership ----------------------------------------------------------------------
+
+    async def restart(self, numbers: list[int]) -> None:
+        """Recover these assigned partitions and read each from its checkpoint again."""
+        topic = self.topology.source.topic
+        kafka = await asyncio.to_thread(read_positions, self.consumer, topic, numbers)
+        for number in numbers:
+            part = await self._take(number, kafka[number])
+            if part is None or part.phase is Phase.FAILED:
+                self.pause(number)
+                continue
+            assert part.checkpoint.offset is not None
+            tp = TopicPartition(topic, number, part.checkpoint.offset)
+            self.consumer.seek(tp)
+            self.consumer.resume([tp])
+
+    async def _take(self, number: int, kafka: Positions) -> Partition | None:
+        """A new epoch of partition `number`; None if an operator holds it."""
+        old = self.partitions.pop(number, None)
+        if old is not None and old.owned:
+            old.move(Phase.DROPPED)  # rewound, or handed back: its memory is stale
+        part = await recover(
+            self.topology,
+            self._checkpoints,
+            self._collection,
+            self.pipeline.stateful_ids,
+            self._snapshotter,
+            number,
+            self.owner,
+            kafka,
+        )
+        if part is None:
+            self.held.add(number)
+            log.info("partition_held", partition=number)
+            return None
+        self.partitions[number] = part
+        self.held.discard(number)
+        log.info(
+            "partition_assigned",
+            partition=number,
+            epoch=part.epoch,
+            start=part.checkpoint.offset,
+            emit_from=part.emit_from,
+            cut_from=part.cut_from,
+            phase=str(part.phase),
+        )
+        return part
+
+    def _drop(self, part: Partition, reason: str) -> None:
+        """A newer epoch took the partition: stop processing it, keep nothing of it."""
+        if self.partitions.get(part.number) is not part or not part.owned:
+            return  # already replaced by a newer epoch
+        del self.partitions[part.number]
+        part.move(Phase.DROPPED)
+        self.pause(part.number)
+        # An operator may have fenced it without our acknowledgement (we looked dead); the
+        # poll resumes it when the operator hands it back, not if a group member took it.
+        self.held.add(part.number)
+        metrics.FENCED.labels(topology=self.topology.name).inc()
+        log.warning("partition_dropped", partition=part.number, reason=reason)
+
+    async def _carry_out(self, decisions: list[Decision]) -> None:
+        handed_back = []
+        for decision in decisions:
+            match decision:
+                case HandOff(number, handoff):
+                    await self._hand_off(number)
+                    await self._control.acknowledge(number, handoff)
+                case HandBack(number):
+                    handed_back.append(number)
+                case SnapshotRequested(number, request):
+                    if (part := self.partitions.get(number)) is not None:
+                        part.note(snapshot_request=request)
+        if handed_back:
+            log.info("partitions_handed_back", partitions=handed_back)
+            await self.restart(handed_back)
+
+    async def _hand_off(self, number: int) -> None:
+        """Pause at a committed point: everything processed is committed and checkpointed."""
+        self.pause(number)
+        part, committed = self.partitions.get(number), False
+        if part is not None:
+            committed = await self._commit(self.consumer.consumer_group_metadata(), True)
+            part = self.partitions.pop(number, None)  # a rewind may have replaced it
+        if part is not None and part.owned:
+            if committed:
+                await self._mark_clean(part)
+            part.move(Phase.HANDED_OFF)
+        self.held.add(number)
+        log.info("partition_handed_off", partition=number)
 
     def pause(self, number: int) -> None:
         """Pause a partition at the next turn of the loop, outside any rebalance callback."""
@@ -188,110 +269,64 @@ class Worker:
             self.consumer.pause([TopicPartition(topic, n) for n in self._to_pause])
             self._to_pause.clear()
 
-    def forget(self, part: OwnedPartition) -> None:
-        """Stop processing a partition and drop its memory; it stays assigned and paused."""
-        if self.parts.get(part.number) is part:
-            del self.parts[part.number]
-        part.store.forget()
-        self.pause(part.number)
-
-    def drop(self, part: OwnedPartition, reason: str) -> None:
-        """Stop processing a partition another owner fenced us out of."""
-        if self.parts.get(part.number) is not part:
-            return  # already replaced by a newer assignment
-        self.forget(part)
-        # An operator may have fenced it without our acknowledgement (we looked dead); the
-        # poll resumes it when the operator hands it back, not if a group member took it.
-        self.held.add(part.number)
-        metrics.FENCED.labels(**self._labels).inc()
-        log.warning("partition_dropped", partition=part.number, reason=reason)
-
-    async def recover(self, number: int, known: Known) -> TopicPartition | None:
-        """Take partition `number`: new epoch, then where to start and from where to emit.
-
-        W is the checkpoint in MongoDB, C the committed offset in Kafka. Reading resumes at
-        W; events in [W, C) rebuild state only, their outputs being committed already.
-        None if an operator holds the partition (a replay or a restore): it is left alone.
-        """
-        t = self.topology
-        cp = await self._checkpoints.acquire(t.source.topic, number, self.owner)
-        if cp.held:
-            stale = self.parts.pop(number, None)
-            if stale is not None:  # a rewind found it handed off: what it had is aborted
-                stale.store.forget()
-            self.held.add(number)
-            log.info("partition_held", partition=number, status=cp.status)
-            return None
-        if cp.offset is None:
-            # First owner ever: pin where processing starts, so that a crash before the first
-            # checkpoint replays from here and not from Kafka's committed offset.
-            cp = await self._checkpoints.advance(cp, known.first_start)
-        assert cp.offset is not None
-        store = PartitionStore(self._state, number, t.state.cache_entries, t.state.flush_statements)
-        part = OwnedPartition(
-            checkpoint=cp,
-            store=store,
-            states={op: store.view(op) for op in self.pipeline.stateful_ids},
-            emit_from=max(cp.offset, known.committed or 0),
-            failed=cp.status == "failed",
-        )
-        part.cut_from = part.emit_from
-        await self._snapshotter.adopt(part)
-        self.parts[number] = part
-        self.held.discard(number)
-        log.info(
-            "partition_assigned",
-            partition=number,
-            epoch=cp.epoch,
-            start=cp.offset,
-            emit_from=part.emit_from,
-        )
-        return TopicPartition(t.source.topic, number, cp.offset)
-
-    def known_offsets(self, numbers: list[int]) -> dict[int, Known]:
-        """Kafka's view of these partitions: committed offsets (after pending transactional
-        commits settle) and where a first owner starts. Blocking: the consumer's thread."""
-        topic = self.topology.source.topic
-        found = self.consumer.committed([TopicPartition(topic, n) for n in numbers], timeout=30)
-        known = {}
-        for tp in found:
-            low, high = self.consumer.get_watermark_offsets(tp, timeout=30)
-            first = low if self.topology.source.start == "earliest" else high
-            known[tp.partition] = Known(tp.offset if tp.offset >= 0 else None, first)
-        return known
-
-    # Rebalance callbacks: called on the consumer's thread from inside `consume`.
+    # -- rebalance callbacks: on the consumer's thread, from inside `consume` ------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        known = self.known_offsets([tp.partition for tp in partitions])
-        self.assigned |= set(known)
-        starts = {n: self._call(self.recover(n, k)) for n, k in known.items()}
+        if faults.crashed():
+            return
         topic = self.topology.source.topic
-        consumer.assign([tp or TopicPartition(topic, n) for n, tp in starts.items()])
-        idle = [TopicPartition(topic, n) for n in starts if n in self.held or self.parts[n].failed]
+        numbers = [tp.partition for tp in partitions]
+        kafka = read_positions(consumer, topic, numbers)
+        self.assigned |= set(numbers)
+        taken = {n: self._call(self._take(n, kafka[n])) for n in numbers}
+        starts = [
+            TopicPartition(topic, n, p.checkpoint.offset)
+            if p is not None and p.checkpoint.offset is not None
+            else TopicPartition(topic, n)  # held: paused below, never read
+            for n, p in taken.items()
+        ]
+        consumer.assign(starts)
+        idle = [TopicPartition(topic, n) for n, p in taken.items() if p is None or not p.processing]
         if idle:
             consumer.pause(idle)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if faults.crashed():
+            return
         # Whether it commits or aborts, these partitions are given up: nothing to rewind.
-        self._call(self.committer.commit_all(consumer.consumer_group_metadata()))
-        self._call(self._release(partitions))
+        parts = self._owned()
+        committed = self._call(
+            self._committer.commit(parts, consumer.consumer_group_metadata(), everything=True)
+        )
+        self._call(self._release([tp.partition for tp in partitions], parts if committed else []))
         self._forget_all()
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._call(self.committer.abort())
-        self._call(self.committer.settle())
+        if faults.crashed():
+            return
+        self._call(self._tx.abort())
+        self._call(self._committer.settle())
         self._forget_all()
 
-    async def _release(self, partitions: list[TopicPartition]) -> None:
+    async def _release(self, numbers: list[int], committed: list[Partition]) -> None:
+        """Give partitions up: those whose last state checkpoint completed are left clean."""
+        for part in committed:
+            await self._mark_clean(part)
         t = self.topology
-        ids = [checkpoint_id(t.name, t.source.topic, tp.partition) for tp in partitions]
+        ids = [checkpoint_id(t.name, t.source.topic, n) for n in numbers]
         await self._checkpoints.release(ids, self.owner)
 
+    async def _mark_clean(self, part: Partition) -> None:
+        """After a completed final commit: the next owner need not distrust the state."""
+        if part.owned and part.checkpointable() and not part.pending():
+            with contextlib.suppress(Fenced):
+                await self._checkpoints.mark_clean(part.checkpoint)
+
     def _forget_all(self) -> None:
-        for part in self.parts.values():
-            part.store.forget()
-        self.parts.clear()
+        for part in self.partitions.values():
+            if part.owned:
+                part.move(Phase.DROPPED)
+        self.partitions.clear()
         self._to_pause.clear()
         self.assigned.clear()
         self.held.clear()

@@ -47,7 +47,7 @@ def test_kill_at_each_fault_point_and_at_random(
     rng = random.Random(7)
 
     # Killed by its own fault point, the n-th time it reaches it (a few commits in).
-    for point in ("after_kafka_commit", "after_state_flush", "after_checkpoint"):
+    for point in ("commit_transaction", "flush_state", "move_checkpoint"):
         for n in (2, 3):
             seed += 1
             produce_clicks(services, source, truth, USERS, CHUNK, seed)
@@ -104,7 +104,7 @@ def test_replay_killed_at_each_fault_point_is_finished_by_the_next_replay(
     worker = WorkerProcess(topology, tmp_path / "w.log").start()
     try:
         wait_caught_up(sync_db, name, end_offsets(services, source, 2), 90, worker.tail())
-        for i, point in enumerate(("after_kafka_commit", "after_state_flush", "after_checkpoint")):
+        for i, point in enumerate(("commit_transaction", "flush_state", "move_checkpoint")):
             produce_clicks(services, source, truth, USERS, 1000, seed=10 + i)
             killed = tidemark(
                 "replay", topology, "--partition", "0", "--from-start", *(["--force"] * (i > 0)),

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from typing import Any
 
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from tidemark.state import PartitionStore, ensure_collections
-from tidemark.state.chunks import CHUNKS, CorruptPayload
+from tidemark.config.state import Stamped
+from tidemark.state import Checkpoints, Fenced, PartitionStore, ensure_collections
+from tidemark.state.chunks import CHUNKS, CorruptPayload, write_payload
 from tidemark.state.names import state_collection
 from tidemark.state.snapshots import Snapshots
 
@@ -142,3 +144,66 @@ async def test_a_gap_in_the_changelog_is_reported_and_avoided(mongo_db: Db) -> N
         await snaps.verify(delta)
     # A delta over the gap would be unrestorable: the next version is a full base instead.
     assert (await snaps.take(0, 5, "h", kind="delta")).kind == "full"
+
+
+async def test_a_zombie_flush_cannot_revive_state_a_restore_deleted(mongo_db: Db) -> None:
+    """The old owner (epoch 1) still has a flush in flight when an operation fenced it
+    (epoch 2), cleared the partition and restored a snapshot that lacks key `b`."""
+    await fill(mongo_db, {"a": 1}, offset=5)
+    snaps = Snapshots(mongo_db, "t")
+    manifest = await snaps.take(0, 6, "h")
+    await fill(mongo_db, {"b": 2}, offset=7)
+    cps = Checkpoints(mongo_db, "t")
+    await cps.acquire("in", 0, "w1")  # epoch 1: the owner about to become a zombie
+    zombie = PartitionStore(mongo_db[state_collection("t")], 0)
+    await zombie.prefetch("agg", ["a", "b", "c"])
+    for key in ("a", "b", "c"):
+        zombie.put("agg", key, {"n": 99}, 8)
+    operator = await cps.acquire("in", 0, "replay")
+    assert operator is not None
+    await cps.raise_floor(operator)
+    await snaps.restore(manifest, operator.epoch)
+
+    with contextlib.suppress(Fenced):  # `a` was restored at epoch 2: the zombie is refused
+        await zombie.flush(1)
+    # Whatever of its flush landed is void for the next owner, who reads with the floor.
+    after = await cps.acquire("in", 0, "w2")
+    assert after is not None and after.floor == operator.epoch
+    fresh = PartitionStore(mongo_db[state_collection("t")], 0, floor=after.floor)
+    await fresh.prefetch("agg", ["a", "b", "c"])
+    assert fresh.get("agg", "a") == Stamped({"n": 1}, 5)
+    assert fresh.get("agg", "b") is None, "deleted by the restore; the zombie cannot revive it"
+    assert fresh.get("agg", "c") is None
+    # The next snapshot leaves the void documents out, and removes them.
+    again = await snaps.take(0, 6, "h", floor=after.floor)
+    assert again.keys == 1
+    assert await mongo_db[state_collection("t")].count_documents({"ep": {"$lt": 2}}) == 0
+
+
+async def test_restore_overwrites_a_zombie_document_but_not_a_newer_one(mongo_db: Db) -> None:
+    coll = mongo_db[state_collection("t")]
+    doc = {"op": "agg", "k": "a", "p": 0, "v": {"n": 1}, "off": 5, "ts": None, "del": False}
+    await coll.insert_one({"_id": "agg:0:a", **doc, "v": {"n": 99}, "ep": 1})
+    snaps = Snapshots(mongo_db, "t")
+    await snaps._write([{"_id": "agg:0:a", **doc, "ep": 2}], epoch=2)
+    stored = await coll.find_one({"_id": "agg:0:a"})
+    assert stored is not None and (stored["v"], stored["ep"]) == ({"n": 1}, 2)
+    with pytest.raises(Fenced):
+        await snaps._write([{"_id": "agg:0:a", **doc, "ep": 1}], epoch=1)
+
+
+async def test_prune_leaves_the_chunks_of_a_snapshot_being_written(mongo_db: Db) -> None:
+    """`snapshot prune` runs without a hand-off: it must not remove the payload of the
+    version the owner is writing (reserved, chunks written, manifest not yet)."""
+    await fill(mongo_db, {f"k{i}": i for i in range(50)}, offset=5)
+    snaps = Snapshots(mongo_db, "t")
+    await snaps.take(0, 6, "h")
+    writing = await snaps._next_version(0, await snaps.latest(0))
+    owner = f"t:0:{writing}"
+    await write_payload(mongo_db[CHUNKS], owner, [("agg", "x", 1, 5)], 1024)
+    await snaps.prune(0, retain=1, max_age=None)
+    assert await mongo_db[CHUNKS].count_documents({"owner": owner}) == 1
+    # Once a newer version is reserved, a payload without a manifest is a crash's leftover.
+    await snaps.take(0, 7, "h")
+    await snaps.prune(0, retain=1, max_age=None)
+    assert await mongo_db[CHUNKS].count_documents({"owner": owner}) == 0

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
+from tidemark.config.state import NotPrefetched
 from tidemark.operators import Stamped
 from tidemark.state import Checkpoints, Fenced, PartitionStore, ensure_collections
 from tidemark.state.names import state_collection
@@ -50,7 +52,7 @@ async def test_put_flush_and_read_back_through_a_fresh_store(mongo_db: Db) -> No
 
 async def test_reading_an_unprefetched_key_is_a_bug_not_a_miss(mongo_db: Db) -> None:
     s = await store(mongo_db)
-    with pytest.raises(KeyError, match="not prefetched"):
+    with pytest.raises(NotPrefetched, match="before it was prefetched"):
         s.get("agg", "never")
 
 
@@ -96,9 +98,11 @@ async def test_tombstones_are_swept_once_the_checkpoint_passes(mongo_db: Db) -> 
 async def test_checkpoint_epochs_fence_the_previous_owner(mongo_db: Db) -> None:
     cps = Checkpoints(mongo_db, "t")
     first = await cps.acquire("in", 0, "w1")
+    assert first is not None
     assert (first.epoch, first.offset, first.status) == (1, None, "running")
-    first = await cps.advance(first, 50)
+    await cps.advance(first, 50)
     second = await cps.acquire("in", 0, "w2")
+    assert second is not None
     assert (second.epoch, second.offset) == (2, 50)
     with pytest.raises(Fenced):
         await cps.advance(first, 99)
@@ -115,6 +119,44 @@ async def test_checkpoint_epochs_fence_the_previous_owner(mongo_db: Db) -> None:
 async def test_failed_status_survives_a_new_owner(mongo_db: Db) -> None:
     cps = Checkpoints(mongo_db, "t")
     cp = await cps.acquire("in", 1, "w1")
+    assert cp is not None
     await cps.mark_failed(cp, 7, "RecordError: bad")
     again = await cps.acquire("in", 1, "w2")
+    assert again is not None
     assert (again.status, again.error, again.offset) == ("failed", "RecordError: bad", 7)
+
+
+async def test_acquire_never_returns_an_epoch_it_did_not_bump(mongo_db: Db) -> None:
+    """A held partition is refused (None), and every checkpoint returned carries an epoch
+    that no other `acquire` returned, even when a hand-off ends between acquire's reads."""
+    cps = Checkpoints(mongo_db, "t")
+    first = await cps.acquire("in", 2, "w1")
+    assert first is not None
+    marked = await cps.begin_handoff("in", 2, "replaying", "op")
+    assert await cps.acquire("in", 2, "w2") is None, "held: a group member leaves it alone"
+    taken = await cps.acquire("in", 2, "op", handoff=marked.handoff)
+    assert taken is not None and taken.epoch == first.epoch + 1
+
+    async def racer(owner: str) -> int | None:
+        cp = await cps.acquire("in", 2, owner)
+        return cp.epoch if cp is not None else None
+
+    # The hand-off ends while eight members race to acquire: each epoch is bumped by its taker.
+    racing = [asyncio.create_task(racer(f"w{i}")) for i in range(8)]
+    await cps.end_handoff(taken, "running")
+    epochs = [e for e in await asyncio.gather(*racing) if e is not None]
+    later = [e for e in epochs if e > taken.epoch]
+    assert len(later) == len(set(later)), f"two owners were given one epoch: {epochs}"
+    stored = await cps.get("in", 2)
+    assert stored is not None and stored.epoch == taken.epoch + len(later)
+
+
+async def test_clean_is_read_and_reset_by_the_next_owner(mongo_db: Db) -> None:
+    cps = Checkpoints(mongo_db, "t")
+    cp = await cps.acquire("in", 3, "w1")
+    assert cp is not None and not cp.clean
+    await cps.mark_clean(cp)
+    again = await cps.acquire("in", 3, "w2")
+    assert again is not None and again.clean, "the last owner left its state complete at W"
+    third = await cps.acquire("in", 3, "w3")
+    assert third is not None and not third.clean, "w2 may have crashed mid-flush"

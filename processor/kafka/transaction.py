@@ -1,0 +1,86 @@
+"""The transactional producer of a worker or a replay: one Kafka transaction always open.
+
+Outputs, dead letters and the consumer offsets go into the open transaction; committing it
+makes them visible together (step `commit_transaction` of the commit protocol).
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import structlog
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+
+from tidemark.config.errors import TidemarkError
+
+log = structlog.get_logger("tidemark.kafka")
+TIMEOUT = 60.0
+
+
+class KafkaFailure(TidemarkError):
+    """Kafka refused an operation; `retriable` as librdkafka says."""
+
+    def __init__(self, what: str, error: KafkaError) -> None:
+        super().__init__(f"{what}: {error}")
+        self.retriable = bool(error.retriable())
+
+
+class Transaction:
+    """Owns the transactional producer; after `start()` a transaction is always open."""
+
+    def __init__(self, producer: Producer) -> None:
+        self._producer = producer
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._producer.init_transactions, TIMEOUT)
+        self._producer.begin_transaction()
+
+    def produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        partition: int | None = None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Produce into the open transaction, waiting for room when the queue is full."""
+        while True:
+            try:
+                self._producer.produce(
+                    topic,
+                    value,
+                    key,
+                    partition=-1 if partition is None else partition,  # -1: the partitioner's
+                    headers=headers,  # type: ignore[arg-type]
+                )
+                return
+            except BufferError:
+                self._producer.poll(0.1)
+
+    async def send_offsets(self, offsets: list[TopicPartition], group_metadata: object) -> bool:
+        """Add consumer offsets to the transaction; False if it must be aborted."""
+        send = self._producer.send_offsets_to_transaction
+        return await self._call("send offsets", send, offsets, group_metadata, TIMEOUT)
+
+    async def commit(self) -> bool:
+        """Commit the transaction and begin the next; False if it must be aborted instead."""
+        if not await self._call("commit", self._producer.commit_transaction, TIMEOUT):
+            return False
+        self._producer.begin_transaction()
+        return True
+
+    async def abort(self) -> None:
+        """Abort the open transaction and begin the next one."""
+        await asyncio.to_thread(self._producer.abort_transaction, TIMEOUT)
+        self._producer.begin_transaction()
+
+    async def _call(self, what: str, call: object, *args: object) -> bool:
+        try:
+            await asyncio.to_thread(call, *args)  # type: ignore[arg-type]
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if not error.txn_requires_abort():
+                raise KafkaFailure(f"Kafka transaction: {what}", error) from exc
+            log.warning("kafka_transaction_aborted", step=what, error=str(error))
+            return False
+        return True
