@@ -8,13 +8,14 @@ BIN := $(VENV)/bin
 PACKAGES := -p tidemark
 PYTEST_ARGS ?=
 
-.PHONY: help venv services services-down services-reset lint typecheck test unit demo bench clean
+.PHONY: help venv services services-down services-reset lint typecheck test unit demo bench bench-compare clean
 
 help:
 	@echo "make demo            run the example topology on the local stack"
 	@echo "make test            lint, type-check and run every test (installs what it needs)"
 	@echo "make services        start Kafka and FerretDB on loopback (idempotent)"
 	@echo "make bench           throughput, recovery and memory against the ceiling and Quix Streams"
+	@echo "make bench-compare   throughput of this tree beside an older checkout: BASE=DIR make bench-compare"
 	@echo "make services-down   stop them; make services-reset also wipes their data"
 
 venv: $(VENV)/.installed
@@ -61,6 +62,16 @@ bench: services bench/.venv-quix/.installed
 	  $(BIN)/python -m bench.snapshots --keys 100000 --runs 3 && \
 	  $(BIN)/python -m bench.snapshots --keys 1000000 --runs 1 && \
 	  $(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Not part of `make test`: throughput of this tree beside an older checkout in BASE (a git
+# worktree of a revision with top-level packages), interleaved per run. BENCH_ARGS come last,
+# so they override the defaults below. Writes bench/results/compare/, never bench/results/.
+COMPARE_ARGS := --events 300000 --keys 50000 --runs 3
+bench-compare: services
+	@test -n "$(BASE)" || { echo "usage: BASE=/path/to/old/checkout make bench-compare"; exit 2; }
+	set -a; source .devstack/env; set +a; \
+	  $(BIN)/python -m bench.run --parts throughput --contenders ceiling,tidemark,tidemark-baseline \
+	    --baseline $(BASE) --results bench/results/compare --no-charts $(COMPARE_ARGS) $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

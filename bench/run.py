@@ -5,6 +5,11 @@ topic. Time runs from the first output's create time (the first record consumed,
 record's processing) to the moment the harness has read the last output with
 `read_committed`. A contender whose final per-key values differ from the truth is marked
 wrong and its speed does not count.
+
+`--baseline DIR` adds the contender `tidemark-baseline`: the same topology run by an older
+checkout in DIR (a git worktree of a revision whose packages were top-level), started as
+`python -m processor.cli run` with the working directory and PYTHONPATH set to DIR, so the
+current code and that revision are measured side by side in one interleaved run.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 QUIX_PYTHON = ROOT / "bench/.venv-quix/bin/python"
 RESULTS = ROOT / "bench/results"
 CONTENDERS = ("ceiling", "tidemark", "quixstreams")
+BASELINE = "tidemark-baseline"
 PARTITIONS = 4
 
 
@@ -106,7 +112,20 @@ def command(
     }
     path = workdir / "topology.yaml"
     path.write_text(yaml.safe_dump(topology))
+    if contender == BASELINE:
+        return [sys.executable, "-m", "processor.cli", "run", str(path)]
     return [sys.executable, "-m", "tidemark", "run", str(path)]
+
+
+def launch_context(
+    contender: str, env: dict[str, str], baseline: Path | None
+) -> tuple[Path, dict[str, str]]:
+    """Working directory and environment of a contender: the baseline runs from its checkout."""
+    if contender != BASELINE:
+        return ROOT, env
+    if baseline is None:
+        raise ValueError(f"{BASELINE} needs --baseline DIR")
+    return baseline, {**env, "PYTHONPATH": str(baseline)}
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -160,14 +179,16 @@ def run_one(
     truth: Truth,
     events: int,
     timeout: float,
+    baseline: Path | None = None,
 ) -> Result:
     tag = f"{contender}-{run}-{uuid.uuid4().hex[:6]}"
     sink, group = f"bench-out-{tag}", f"bench-{tag}"
     create_topics(env["KAFKA_BOOTSTRAP_SERVERS"], [sink])
     with tempfile.TemporaryDirectory() as tmp:
         argv = command(contender, env, source, sink, group, events, Path(tmp))
+        cwd, proc_env = launch_context(contender, env, baseline)
         log = open(RESULTS / "raw" / f"{tag}.log", "wb")  # noqa: SIM115 - closed below
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, cwd=cwd, env=proc_env, stdout=log, stderr=subprocess.STDOUT)
         try:
             first, end, last, rss = read_outputs(
                 env["KAFKA_BOOTSTRAP_SERVERS"], sink, events, proc, timeout
@@ -201,10 +222,12 @@ def throughput(args: argparse.Namespace, env: dict[str, str]) -> list[Result]:
     results: list[Result] = []
     for run in range(1, args.runs + 1):
         for contender in args.contenders.split(","):
-            result = run_one(contender, run, env, source, truth, args.events, args.timeout)
+            result = run_one(
+                contender, run, env, source, truth, args.events, args.timeout, args.baseline
+            )
             results.append(result)
             print(
-                f"run {run} {contender:<12} {result.events_per_s:>10,.0f} ev/s "
+                f"run {run} {contender:<17} {result.events_per_s:>10,.0f} ev/s "
                 f"correct={result.correct} rss={result.peak_rss_mb:.0f}MB {result.note}",
                 flush=True,
             )
@@ -224,13 +247,37 @@ def main() -> int:
     parser.add_argument("--recovery-sizes", default="10000,100000,1000000")
     parser.add_argument("--memory-keys", default="10000,100000")
     parser.add_argument("--parts", default="throughput,recovery,memory")
+    parser.add_argument(
+        "--baseline",
+        type=lambda p: Path(p).resolve(),
+        metavar="DIR",
+        help=f"checkout of an older revision to measure as the contender {BASELINE}",
+    )
+    parser.add_argument(
+        "--results",
+        type=lambda p: Path(p).resolve(),
+        default=RESULTS,
+        metavar="DIR",
+        help="where the JSON results and latest.md go (raw logs stay in bench/results/raw)",
+    )
+    parser.add_argument("--no-charts", action="store_true", help="skip the PNG charts")
     args = parser.parse_args()
+    contenders = args.contenders.split(",")
+    if args.baseline is not None:
+        if not (args.baseline / "processor/cli.py").is_file():
+            parser.error(f"--baseline {args.baseline}: no processor/cli.py there")
+        if BASELINE not in contenders:
+            args.contenders = ",".join([*contenders, BASELINE])
+    elif BASELINE in contenders:
+        parser.error(f"the contender {BASELINE} needs --baseline DIR")
+    out: Path = args.results
+    out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     (RESULTS / "raw").mkdir(parents=True, exist_ok=True)
     parts = args.parts.split(",")
     if "throughput" in parts:
         results = throughput(args, env)
-        (RESULTS / "throughput.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
+        (out / "throughput.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
         print(summary(results), flush=True)
     if "recovery" in parts:
         recoveries = []
@@ -242,17 +289,18 @@ def main() -> int:
                         flush=True,
                     )
                     recoveries.append(asdict(r))
-        (RESULTS / "recovery.json").write_text(json.dumps(recoveries, indent=2))
+        (out / "recovery.json").write_text(json.dumps(recoveries, indent=2))
     if "memory" in parts:
         sizes = list(map(int, args.memory_keys.split(",")))
         cache = sizes[0] // 5  # below both cardinalities, so the bounds are what binds
         memories = [asdict(memory(k, cache, 200_000, env)) for k in sizes]
         print(f"memory {memories}", flush=True)
-        (RESULTS / "memory.json").write_text(json.dumps(memories, indent=2))
+        (out / "memory.json").write_text(json.dumps(memories, indent=2))
     MongoClient(env["MONGO_URI"]).drop_database("bench")
-    write_report(RESULTS)
-    subprocess.run([str(QUIX_PYTHON), str(ROOT / "bench/charts.py"), str(RESULTS)], check=True)
-    print(f"report: {RESULTS / 'latest.md'}")
+    write_report(out)
+    if not args.no_charts:
+        subprocess.run([str(QUIX_PYTHON), str(ROOT / "bench/charts.py"), str(out)], check=True)
+    print(f"report: {out / 'latest.md'}")
     return 0
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tidemark.config import parse_topology
-from tidemark.operators import Event, InMemoryState, build_pipeline
+from tidemark.config.state import NotPrefetched
+from tidemark.operators import Event, InMemoryState, Stamped, build_pipeline
 from tidemark.operators.expressions import Expression, ExpressionError
 
 TOPOLOGY = """
@@ -55,3 +56,22 @@ def test_expression_evaluates_fields() -> None:
 def test_unsafe_or_broken_expressions_are_rejected_at_build(source: str) -> None:
     with pytest.raises(ExpressionError):
         Expression(source)
+
+
+class _Unprefetched(InMemoryState):
+    """A store that, like the MongoDB one, refuses a read of a key it did not prefetch."""
+
+    def get(self, key: str) -> Stamped | None:
+        raise NotPrefetched(f"{key} was read before it was prefetched")
+
+
+async def test_a_bug_stops_the_pipeline_instead_of_dead_lettering_the_record() -> None:
+    pipeline = build_pipeline(parse_topology(TOPOLOGY))
+    errors: list[Event] = []
+    with pytest.raises(NotPrefetched):
+        await pipeline.process(
+            [Event("a", {"user": "a", "amount": 1}, 0)],
+            {"per_user": _Unprefetched()},
+            lambda e, exc: errors.append(e),
+        )
+    assert errors == [], "a bug in our code is not the record's fault"
