@@ -147,6 +147,7 @@ async def _take_offline(
     cp, previous = await take_over(
         topology, checkpoints, partition, "paused", operator_name("snapshot")
     )
+    clean = False
     try:
         if cp.offset is None:
             raise OperationError(f"partition {partition} has no checkpoint offset yet")
@@ -158,12 +159,13 @@ async def _take_offline(
                 f"partition {partition} was left mid-checkpoint by a crash ({beyond} keys past "
                 f"offset {cp.offset}); start a worker (it repairs this) and take the snapshot then"
             )
+        clean = True  # nothing past W: the next owner may checkpoint state from W
         snapshots = Snapshots(db, topology.name, topology.snapshots.chunk_bytes)
         return await snapshots.take(
             partition, cp.offset, topology.semantic_hash(), "full", cp.floor
         )
     finally:
-        await give_back(checkpoints, cp, previous)
+        await give_back(checkpoints, cp, previous, clean=clean)
 
 
 async def snapshot_restore(

@@ -277,7 +277,8 @@ class Worker:
         topic = self.topology.source.topic
         numbers = [tp.partition for tp in partitions]
         kafka = read_positions(consumer, topic, numbers)
-        self.assigned |= set(numbers)
+        # Rebound, not mutated: the heartbeat task reads it while this thread runs.
+        self.assigned = self.assigned | set(numbers)
         taken = {n: self._call(self._take(n, kafka[n])) for n in numbers}
         starts = [
             TopicPartition(topic, n, p.checkpoint.offset)
@@ -328,7 +329,7 @@ class Worker:
                 part.move(Phase.DROPPED)
         self.partitions.clear()
         self._to_pause.clear()
-        self.assigned.clear()
+        self.assigned = set()
         self.held.clear()
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
