@@ -320,11 +320,16 @@ class Checkpoints:
         return rid
 
     async def snapshot_taken(self, cp: Checkpoint, version: int, request: str | None) -> None:
-        """Record the newest version and answer the request it served."""
-        update: dict[str, Any] = {"$max": {"snapshot": version}}
+        """Record the newest version and answer the request it served; `Fenced` if a newer
+        epoch holds the partition (the version is then discarded, never listed)."""
+        update: dict[str, Any] = {"$max": {"snapshot": version}, "$set": {"updated_at": _now()}}
         if request:
-            update["$set"] = {"snapshot_answered": request}
-        await with_retry(lambda: self._coll.update_one({"_id": cp.id}, update))
+            update["$set"]["snapshot_answered"] = request
+        result = await with_retry(
+            lambda: self._coll.update_one({"_id": cp.id, "epoch": cp.epoch}, update)
+        )
+        if result.matched_count == 0:
+            raise Fenced(f"snapshot of {cp.id}", cp.epoch)
 
     async def changelog_reaches(self, cp: Checkpoint, offset: int) -> None:
         """Record that the changelog holds every change up to checkpoint `offset`."""

@@ -20,6 +20,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from tidemark.config import faults
 from tidemark.config.errors import TidemarkError
 
 T = TypeVar("T")
@@ -41,6 +42,8 @@ def _log(state: RetryCallState) -> None:
 
 async def with_retry(operation: Callable[[], Awaitable[T]], give_up_after: float = 300.0) -> T:
     """Run `operation`, retrying retriable errors for up to `give_up_after` s."""
+    if faults.crashed():  # an in-process crash (tests): a dead process writes nothing
+        raise faults.Crash("already crashed")
     async for attempt in AsyncRetrying(
         retry=retry_if_exception(retriable),
         wait=wait_exponential_jitter(multiplier=0.1, max=5.0),

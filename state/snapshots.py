@@ -5,8 +5,11 @@ guarantees the cut: it holds the partition's epoch and nothing flushes the parti
 the snapshot reads (the owner takes it inside its serialized state checkpoint, right after
 the checkpoint moved; the replay and the CLI after fencing the owner).
 
-A version is written payload first, manifest last, so a crash leaves no listed snapshot
-that cannot be restored; a retried version replaces its leftover chunks. In incremental
+A version is written payload first, then its manifest unlisted (`pending`), then the
+caller's `publish` records it conditional on the writer's epoch, and only then is it
+listed: a crash leaves no listed snapshot that cannot be restored, and an owner fenced
+while it read (an operator may have rewritten the state meanwhile) lists nothing. A
+retried version replaces its leftover chunks. In incremental
 mode a version is either a full base or a delta manifest: base + the changelog up to it.
 """
 
@@ -14,7 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,6 +38,9 @@ Kind = Literal["full", "delta"]
 
 
 _BATCH = 2000  # restored documents per insert
+PENDING = {"pending": ""}
+LISTED = {"pending": {"$ne": True}}  # written, but not yet published by its epoch
+Publish = Callable[[int], Awaitable[None]]
 
 
 class SnapshotNotFound(StateError):
@@ -97,14 +103,9 @@ class Snapshots:
     # -- reading -------------------------------------------------------------------------
 
     async def versions(self, partition: int) -> list[Manifest]:
-        """Every version of the partition, oldest first."""
-        docs = await with_retry(
-            lambda: (
-                self._manifests.find({"topology": self.topology, "partition": partition})
-                .sort("version", 1)
-                .to_list(None)
-            )
-        )
+        """Every listed version of the partition, oldest first."""
+        flt = {"topology": self.topology, "partition": partition, **LISTED}
+        docs = await with_retry(lambda: self._manifests.find(flt).sort("version", 1).to_list(None))
         return [Manifest.from_doc(d) for d in docs]
 
     async def latest(self, partition: int) -> Manifest | None:
@@ -118,7 +119,7 @@ class Snapshots:
         else:
             doc = await with_retry(
                 lambda: self._manifests.find_one(
-                    {"_id": manifest_id(self.topology, partition, version)}
+                    {"_id": manifest_id(self.topology, partition, version), **LISTED}
                 )
             )
             found = Manifest.from_doc(doc) if doc else None
@@ -164,13 +165,16 @@ class Snapshots:
         partition: int,
         offset: int,
         topology_hash: str,
+        publish: Publish,
         kind: Kind = "full",
         floor: int = 0,
     ) -> Manifest:
         """Write the next version: a cut of the partition's state as it is now, at `offset`.
 
-        `floor` is the partition's `Checkpoint.floor`: older documents are void, left out of
-        the cut and removed afterwards (the scan is paid for anyway).
+        `publish(version)` must record the version conditional on the writer's epoch (it
+        raises if a newer owner took over: the version is then discarded). `floor` is the
+        partition's `Checkpoint.floor`: older documents are void, left out of the cut and
+        removed afterwards (the scan is paid for anyway).
         """
         latest = await self.latest(partition)
         version = await self._next_version(partition, latest)
@@ -214,11 +218,21 @@ class Snapshots:
             kind,
             base,
         )
-        doc = {"_id": mid, **manifest.__dict__}
+        doc = {"_id": mid, **manifest.__dict__, "pending": True}
         faults.point("write_manifest")
         # The version is ours alone (the counter), so a replace is a safe retry.
         await with_retry(lambda: self._manifests.replace_one({"_id": mid}, doc, upsert=True))
+        try:
+            await publish(version)
+        except BaseException:
+            await self._discard(manifest)
+            raise
+        await with_retry(lambda: self._manifests.update_one({"_id": mid}, {"$unset": PENDING}))
         return manifest
+
+    async def _discard(self, manifest: Manifest) -> None:
+        await with_retry(lambda: self._manifests.delete_one({"_id": manifest.id}))
+        await chunks.delete_payloads(self._chunks, [manifest.id])
 
     async def _next_version(self, partition: int, latest: Manifest | None) -> int:
         """Versions count up and are never reused, even after a restore dropped newer delta
@@ -349,14 +363,16 @@ class Snapshots:
         }
         await with_retry(lambda: self._manifests.delete_many(flt))
 
-    async def _remove_orphans(self, partition: int, kept: set[int]) -> None:
-        """Remove the chunks of pruned versions and of snapshots that crashed before their
-        manifest, but never those of the newest reserved version: its owner may be writing
-        it right now (a crashed one is removed by the prune after the next snapshot)."""
+    async def _reserved(self, partition: int) -> int:
         counter = await with_retry(
             lambda: self._manifests.find_one({"_id": f"seq:{self.topology}:{partition}"})
         )
-        reserved = int(counter["last"]) if counter else 0
+        return int(counter["last"]) if counter else 0
+
+    async def _remove_orphans(self, partition: int, kept: set[int], reserved: int) -> None:
+        """Remove the chunks of pruned versions and the leftovers of snapshots that crashed
+        before they were listed, but never those of the newest reserved version: its owner
+        may be writing it right now (a crashed one goes at the prune after the next)."""
         own = f"^{re.escape(self.topology)}:{partition}:[0-9]+$"
         owners = await with_retry(
             lambda: self._chunks.distinct("owner", {"owner": {"$regex": own}})
@@ -366,6 +382,9 @@ class Snapshots:
         ]
         if orphans:
             await chunks.delete_payloads(self._chunks, orphans)
+        unlisted = {"topology": self.topology, "partition": partition, "pending": True}
+        stale = {**unlisted, "version": {"$lt": reserved}}
+        await with_retry(lambda: self._manifests.delete_many(stale))
 
     async def prune(
         self, partition: int, retain: int, max_age: float | None, now: dt.datetime | None = None
@@ -376,6 +395,8 @@ class Snapshots:
         newest one (a partition is never left without a restore point) and any full base a
         kept delta builds on. Changelog entries older than the oldest kept base go too.
         """
+        # The counter first: a version reserved after it is read is not in `found` either.
+        reserved = await self._reserved(partition)
         found = await self.versions(partition)
         if not found:
             return []
@@ -389,7 +410,9 @@ class Snapshots:
             # Manifests first: a crash midway leaves unlisted chunks, never a listed
             # snapshot without its payload.
             await with_retry(lambda: self._manifests.delete_many({"_id": {"$in": ids}}))
-        await self._remove_orphans(partition, {m.version for m in found if m.version in keep})
+        await self._remove_orphans(
+            partition, {m.version for m in found if m.version in keep}, reserved
+        )
         oldest_base = min(m.offset for m in found if m.version in keep and m.kind == "full")
         await self.changelog.truncate_before(partition, oldest_base)
         return [m.version for m in gone]

@@ -25,7 +25,7 @@ from tidemark.processor.kafka.topics import partition_counts
 from tidemark.processor.runtime.control import liveness
 from tidemark.state import Checkpoint, Checkpoints
 from tidemark.state.names import state_collection
-from tidemark.state.snapshots import SNAPSHOTS, Manifest, Snapshots
+from tidemark.state.snapshots import LISTED, SNAPSHOTS, Manifest, Snapshots
 
 Row = dict[str, Any]
 
@@ -44,7 +44,7 @@ async def status(topology: Topology, db: AsyncDatabase[Any]) -> list[Row]:
     docs = {d["partition"]: d for d in await Checkpoints(db, t.name).all()}
     within = liveness(t)
     latest: dict[int, Manifest] = {}
-    async for doc in db[SNAPSHOTS].find({"topology": t.name}).sort("version", 1):
+    async for doc in db[SNAPSHOTS].find({"topology": t.name, **LISTED}).sort("version", 1):
         latest[doc["partition"]] = Manifest.from_doc(doc)
     rows = []
     for p in range(count):
@@ -147,25 +147,30 @@ async def _take_offline(
     cp, previous = await take_over(
         topology, checkpoints, partition, "paused", operator_name("snapshot")
     )
-    clean = False
     try:
         if cp.offset is None:
             raise OperationError(f"partition {partition} has no checkpoint offset yet")
-        beyond = await db[state_collection(topology.name)].count_documents(
-            {"p": partition, "off": {"$gte": cp.offset}, "ep": {"$gte": cp.floor}}
-        )
-        if beyond:
+        state = db[state_collection(topology.name)]
+        beyond = {"p": partition, "off": {"$gte": cp.offset}, "ep": {"$gte": cp.floor}}
+        if found := await state.count_documents(beyond):
             raise OperationError(
-                f"partition {partition} was left mid-checkpoint by a crash ({beyond} keys past "
+                f"partition {partition} was left mid-checkpoint by a crash ({found} keys past "
                 f"offset {cp.offset}); start a worker (it repairs this) and take the snapshot then"
             )
-        clean = True  # nothing past W: the next owner may checkpoint state from W
+
+        async def publish(version: int) -> None:
+            # A fenced owner that never acknowledged may still have flushed meanwhile.
+            if await state.count_documents(beyond):
+                raise OperationError(f"partition {partition} changed while read; try again")
+            await checkpoints.snapshot_taken(cp, version, None)
+
         snapshots = Snapshots(db, topology.name, topology.snapshots.chunk_bytes)
         return await snapshots.take(
-            partition, cp.offset, topology.semantic_hash(), "full", cp.floor
+            partition, cp.offset, topology.semantic_hash(), publish, "full", cp.floor
         )
     finally:
-        await give_back(checkpoints, cp, previous, clean=clean)
+        # Clean only if the owner said so when it let go (see `Checkpoint.clean`).
+        await give_back(checkpoints, cp, previous, clean=cp.clean)
 
 
 async def snapshot_restore(

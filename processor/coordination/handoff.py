@@ -6,9 +6,10 @@ Order (docs/ARCHITECTURE.md, "Replay and hand-off"):
 2. If a live group member owns the partition, wait until it acknowledges: it paused the
    partition and committed everything it had processed, so no commit of its is in flight.
 3. Fence: bump the epoch as the hand-off. From here any write of the old owner fails.
-   Without an acknowledgement, wait `transaction.timeout.ms` from this moment, on our own
-   clock: an owner that passed its epoch check before the fence had its transaction open
-   on the broker already (commit step 1), so by then it is committed or aborted.
+   Without an acknowledgement, wait `transaction.timeout.ms` plus the broker's sweep of
+   expired transactions from this moment, on our own clock: an owner that passed its
+   epoch check before the fence had its transaction open on the broker already (commit
+   step 1), so by then it is committed or aborted.
 4. ... the operation (restore, replay, snapshot) ...
 5. Give back: status `running` (or `failed`), hand-off cleared; the member recovers the
    partition like a new assignment, from the checkpoint the operation left.
@@ -27,7 +28,7 @@ import structlog
 
 from tidemark.config import Topology, faults
 from tidemark.config.errors import TidemarkError
-from tidemark.processor.kafka.clients import transaction_timeout
+from tidemark.processor.kafka.transaction import abandoned_after
 from tidemark.processor.runtime.control import liveness
 from tidemark.state import Checkpoint, Checkpoints, StateError
 from tidemark.state.checkpoints import HandoffBusy, Status
@@ -113,7 +114,8 @@ async def take_over(
     if not acked and marked.seen_at is not None:
         # An owner that never acknowledged may still be committing; it cannot have
         # released the partition cleanly (that unsets `seen_at`).
-        wait = fenced_at + transaction_timeout(topology) + 2.0 - time.monotonic()
+        bound = await asyncio.to_thread(abandoned_after, topology)
+        wait = fenced_at + bound + 1.0 - time.monotonic()
         log.info("waiting_for_fenced_transactions", seconds=round(wait, 1))
         await asyncio.sleep(wait)
     log.info("partition_taken", partition=partition, epoch=fenced.epoch, status=status)

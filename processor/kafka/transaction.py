@@ -10,11 +10,36 @@ import asyncio
 
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import ConfigResource
+from confluent_kafka.admin._resource import ResourceType
 
+from tidemark.config import Topology
 from tidemark.config.errors import TidemarkError
+from tidemark.processor.kafka.clients import base, transaction_timeout
 
 log = structlog.get_logger("tidemark.kafka")
 TIMEOUT = 60.0
+SWEEP = "transaction.abort.timed.out.transaction.cleanup.interval.ms"
+SWEEP_DEFAULT_MS = 10_000  # Kafka's default
+
+
+def abandoned_after(topology: Topology) -> float:
+    """Seconds after its start by which the broker has surely ended a transaction whose
+    producer went silent: `transaction.timeout.ms` plus the broker's sweep interval (the
+    coordinator aborts expired transactions only when its sweep runs). Blocking."""
+    sweep_ms = SWEEP_DEFAULT_MS
+    admin = AdminClient(base(topology))
+    try:
+        brokers = admin.list_topics(timeout=15).brokers
+        resources = [ConfigResource(ResourceType.BROKER, str(b)) for b in brokers]
+        for future in admin.describe_configs(resources).values():
+            entry = future.result(timeout=15).get(SWEEP)
+            if entry is not None and entry.value is not None:
+                sweep_ms = max(int(entry.value), 0)
+    except KafkaException as exc:
+        log.warning("broker_config_unreadable", setting=SWEEP, assumed_ms=sweep_ms, error=str(exc))
+    return transaction_timeout(topology) + sweep_ms / 1000
 
 
 class KafkaFailure(TidemarkError):

@@ -67,6 +67,9 @@ class Committer:
         self._labels = {"topology": topology.name}
         self._last_state = time.monotonic()
         self._state_task: asyncio.Task[None] | None = None
+        # A partition fenced while the state task ran may have outputs in the open
+        # transaction that no epoch check will look at again: the next commit aborts.
+        self._tainted = False
 
     async def commit(
         self, parts: Iterable[Partition], group_metadata: object, everything: bool = False
@@ -81,6 +84,10 @@ class Committer:
         parts = list(parts)
         if everything or (self._state_task is not None and self._state_task.done()):
             await self.settle()
+        if self._tainted:
+            self._tainted = False
+            await self._tx.abort()
+            return False
         with_state = everything or self.state_due(parts)
         pending = [p for p in parts if p.owned and p.pending()]
         if pending:
@@ -128,7 +135,7 @@ class Committer:
 
     def _start_state_checkpoint(self, parts: list[Partition]) -> None:
         # The cut is taken here, right after the Kafka commit; processing goes on meanwhile.
-        cuts = [_Cut.take(p) for p in parts if p.checkpointable()]
+        cuts = [_Cut.take(p) for p in parts if p.checkpointable() or p.phase is Phase.FAILED]
         self._state_task = asyncio.create_task(self._checkpoint_state(cuts))
         self._last_state = time.monotonic()
 
@@ -158,6 +165,7 @@ class Committer:
             if part.store.tombstones:
                 await part.store.sweep_tombstones(part.epoch, offset)
         except Fenced as exc:
+            self._tainted = True
             self._on_fenced(part, str(exc))
 
     async def settle(self) -> None:
@@ -173,7 +181,7 @@ class Committer:
         idle = self._state_task is None or self._state_task.done()
         return idle and (
             time.monotonic() - self._last_state >= checkpoint.state_interval
-            or sum(p.store.dirty_count for p in parts) >= checkpoint.max_dirty_keys
+            or _dirty(parts) >= checkpoint.max_dirty_keys
             or any(p.phase is Phase.FAILED and p.checkpoint.status != "failed" for p in parts)
             or any(p.snapshot_request is not None and p.checkpointable() for p in parts)
         )
@@ -190,8 +198,14 @@ class Committer:
         MongoDB slows processing instead of growing memory and recovery time without end.
         """
         limit = self._topology.checkpoint.max_dirty_keys
-        if self._state_task is not None and sum(p.store.dirty_count for p in parts) >= limit:
+        if self._state_task is not None and _dirty(parts) >= limit:
             await self.settle()
+
+
+def _dirty(parts: Iterable[Partition]) -> int:
+    """Dirty keys a state checkpoint can write (not those of a partition re-applying
+    [W, C): they wait until it passes `cut_from`)."""
+    return sum(p.store.dirty_count for p in parts if p.checkpointable())
 
 
 @dataclass
@@ -206,5 +220,12 @@ class _Cut:
     @classmethod
     def take(cls, part: Partition) -> _Cut:
         dead_letters, part.dead_letters = part.dead_letters, 0
-        write = part.store.flush(part.epoch)
-        return cls(part, part.cut_offset(), write, dead_letters)
+        if part.checkpointable():
+            return cls(part, part.cut_offset(), part.store.flush(part.epoch), dead_letters)
+        # Failed while re-applying [W, C): record the failure at W and flush nothing, since
+        # keys of a crashed owner's partial flush may lie between W and the position.
+        return cls(part, part.checkpoint.offset, _nothing(), dead_letters)
+
+
+async def _nothing() -> Iterable[Record]:
+    return ()

@@ -130,8 +130,11 @@ class Partition:
         return max(self.position, self.emit_from, self.commit_floor)
 
     def checkpointable(self) -> bool:
-        """A state checkpoint may cut here: past `cut_from` (see the module docstring)."""
-        return self.phase is not Phase.RECOVERING
+        """A state checkpoint may cut at the position: it is past `cut_from` (see the
+        module docstring), so no key can hold a later record than the cut."""
+        if self.phase is Phase.RUNNING:
+            return True
+        return self.phase is Phase.FAILED and (self.position or 0) >= self.cut_from
 
     def pending(self) -> bool:
         """Progress, a failure or a snapshot request waits to be committed."""

@@ -16,7 +16,7 @@ from tidemark.config import Topology, faults
 from tidemark.processor.kafka.positions import Positions
 from tidemark.processor.protocol.partition import Partition, Phase
 from tidemark.processor.protocol.snapshotting import Snapshotter
-from tidemark.state import Checkpoint, Checkpoints, PartitionStore
+from tidemark.state import Checkpoint, Checkpoints, Fenced, PartitionStore
 
 
 def new_partition(
@@ -64,7 +64,10 @@ async def recover(
         # First owner ever: pin where processing starts, so that a crash before the first
         # state checkpoint replays from here and not from Kafka's committed offset.
         first = kafka.first_start(topology.source.start)
-        await checkpoints.advance(cp, first)
+        try:
+            await checkpoints.advance(cp, first)
+        except Fenced:
+            return None  # taken by an operator or a newer member meanwhile
         cp = dataclasses.replace(cp, offset=first, clean=True)
     assert cp.offset is not None
     emit_from = max(cp.offset, kafka.committed or 0)

@@ -88,12 +88,16 @@ class Snapshotter:
         next_version = latest.version + 1 if latest else 1
         full_due = (next_version - 1) % self._policy.full_every == 0
         kind: Kind = "delta" if self.incremental and not full_due else "full"
+
+        async def publish(version: int) -> None:
+            # Conditional on our epoch: fenced while we read, the version is discarded.
+            await self._checkpoints.snapshot_taken(part.checkpoint, version, request)
+
         manifest = await self.snapshots.take(
-            part.number, offset, self._hash, kind, part.checkpoint.floor
+            part.number, offset, self._hash, publish, kind, part.checkpoint.floor
         )
         part.last_snapshot, part.records_since_snapshot = time.monotonic(), 0
         part.snapshot_due = False
-        await self._checkpoints.snapshot_taken(part.checkpoint, manifest.version, request)
         if request:
             # Answered here, not by clearing the copy: a poll that read the document before
             # the answer was stored must not ask again.

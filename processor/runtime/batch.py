@@ -16,6 +16,7 @@ import structlog
 from confluent_kafka import Message
 
 from tidemark.config import Topology
+from tidemark.config.state import NotPrefetched
 from tidemark.operators import Event, RecordError
 from tidemark.operators.pipeline import Pipeline
 from tidemark.processor.kafka.transaction import Transaction
@@ -80,7 +81,14 @@ class BatchProcessor:
         def on_error(event: Event, exc: RecordError) -> None:
             failures[event.offset] = exc
 
-        outputs = await self.pipeline.process(events, part.states, on_error)
+        try:
+            outputs = await self.pipeline.process(events, part.states, on_error)
+        except NotPrefetched:
+            if part.processing:
+                raise
+            return  # dropped while its state was read (memory forgotten): the batch is void
+        if not part.processing:
+            return  # dropped meanwhile: none of this batch may be produced
         sink = self.topology.sink
         for out in outputs:
             if sink is not None and out.offset >= part.emit_from:

@@ -63,6 +63,9 @@ class Worker:
         self._to_pause: set[int] = set()
         self._stopping = asyncio.Event()
         self._turned = time.monotonic()  # the last turn of the loop: liveness
+        # The loop left on an error (or an injected crash): what is in hand is half done, so
+        # nothing more is committed; rebalance callbacks only let go.
+        self._broken = False
 
     def stop(self) -> None:
         """Finish the batch in hand, commit, leave the group."""
@@ -105,11 +108,14 @@ class Worker:
                 await self._loop_until_stopped(beat)
             finally:
                 beat.cancel()
+        except BaseException:
+            self._broken = True
+            raise
         finally:
-            if faults.crashed():
-                # An in-process crash (tests): the broker would abort the open transaction
-                # after its timeout; abort it now. Callbacks write nothing from here on.
-                with contextlib.suppress(KafkaException):
+            if self._broken:
+                # As after a crash: the open transaction is aborted (the broker would, after
+                # its timeout) and the consumer leaves without committing anything.
+                with contextlib.suppress(KafkaException, faults.Crash):
                     await self._tx.abort()
             if hasattr(self, "consumer"):
                 await asyncio.to_thread(self.consumer.close)
@@ -272,7 +278,7 @@ class Worker:
     # -- rebalance callbacks: on the consumer's thread, from inside `consume` ------------
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if faults.crashed():
+        if self._broken or faults.crashed():
             return
         topic = self.topology.source.topic
         numbers = [tp.partition for tp in partitions]
@@ -292,18 +298,19 @@ class Worker:
             consumer.pause(idle)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if faults.crashed():
+        if self._broken or faults.crashed():
             return
         # Whether it commits or aborts, these partitions are given up: nothing to rewind.
         parts = self._owned()
         committed = self._call(
             self._committer.commit(parts, consumer.consumer_group_metadata(), everything=True)
         )
+        self.assigned = set()  # before the release: the heartbeat must not stamp them again
         self._call(self._release([tp.partition for tp in partitions], parts if committed else []))
         self._forget_all()
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if faults.crashed():
+        if self._broken or faults.crashed():
             return
         self._call(self._tx.abort())
         self._call(self._committer.settle())
