@@ -50,11 +50,25 @@ class KafkaFailure(TidemarkError):
         self.retriable = bool(error.retriable())
 
 
+# The group moved on without us (a session expired while we were frozen, say): the
+# offsets of this generation are refused, and the partitions are someone else's by now.
+_LEFT_GROUP = frozenset(
+    {
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.FENCED_INSTANCE_ID,
+        KafkaError.REBALANCE_IN_PROGRESS,
+    }
+)
+
+
 class Transaction:
     """Owns the transactional producer; after `start()` a transaction is always open."""
 
     def __init__(self, producer: Producer) -> None:
         self._producer = producer
+        # Set when the last failed call said this member left the consumer group.
+        self.left_group = False
 
     async def start(self) -> None:
         await asyncio.to_thread(self._producer.init_transactions, TIMEOUT)
@@ -100,12 +114,14 @@ class Transaction:
         self._producer.begin_transaction()
 
     async def _call(self, what: str, call: object, *args: object) -> bool:
+        self.left_group = False
         try:
             await asyncio.to_thread(call, *args)  # type: ignore[arg-type]
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
             if not error.txn_requires_abort():
                 raise KafkaFailure(f"Kafka transaction: {what}", error) from exc
+            self.left_group = error.code() in _LEFT_GROUP
             log.warning("kafka_transaction_aborted", step=what, error=str(error))
             return False
         return True

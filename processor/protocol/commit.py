@@ -75,7 +75,7 @@ class Committer:
         self, parts: Iterable[Partition], group_metadata: object, everything: bool = False
     ) -> bool:
         """Commit these partitions' progress; False if the transaction was aborted instead
-        (the caller then rewinds them to their checkpoints).
+        (the caller then rewinds them to their checkpoints, unless `left_group`).
 
         `everything`: a state checkpoint too, waited for (before partitions are given up).
         The group metadata comes from the caller: inside a rebalance callback the consumer
@@ -126,6 +126,13 @@ class Committer:
         metrics.COMMITS.labels(**self._labels).inc()
         metrics.COMMIT_SECONDS.labels(**self._labels).observe(time.perf_counter() - started)
         return True
+
+    @property
+    def left_group(self) -> bool:
+        """The last abort said this member is no longer in the consumer group: its
+        partitions are someone else's, so it must not take them again before the group
+        has assigned it any (a rewind would fence their new owner)."""
+        return self._tx.left_group
 
     async def _fenced(self, parts: list[Partition]) -> list[Partition]:
         current = await self._checkpoints.current([p.checkpoint.id for p in parts])

@@ -171,6 +171,13 @@ class Worker:
         if await self._committer.commit(self._owned(), group_metadata, everything):
             return True
         await self._committer.settle()
+        if self._committer.left_group:
+            # Out of the group (frozen past the session timeout, say): let everything go
+            # and wait for the rebalance the consumer is about to deliver.
+            log.warning("left_the_group", partitions=sorted(self.partitions))
+            for number in list(self.partitions):
+                self._drop(self.partitions[number], "this member left the consumer group")
+            return False
         await self.restart(list(self.partitions))
         return False
 
@@ -293,9 +300,15 @@ class Worker:
             for n, p in taken.items()
         ]
         consumer.assign(starts)
+        # librdkafka keeps a partition's pause across a new assignment: set both ways.
         idle = [TopicPartition(topic, n) for n, p in taken.items() if p is None or not p.processing]
+        busy = [
+            TopicPartition(topic, n) for n, p in taken.items() if p is not None and p.processing
+        ]
         if idle:
             consumer.pause(idle)
+        if busy:
+            consumer.resume(busy)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._broken or faults.crashed():
