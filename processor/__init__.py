@@ -1,1 +1,2 @@
-"""The runtime: worker loop, commit protocol, Kafka source and sink, dead letters, CLI."""
+"""The runtime, by role: `protocol` (the exactly-once core), `runtime` (the worker),
+`coordination` (hand-off and replay), `kafka`, `observability`, `cli`."""

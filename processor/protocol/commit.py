@@ -181,6 +181,15 @@ class Committer:
         if task is not None:
             await task
 
+    def abandon(self) -> None:
+        """Stop caring about the state checkpoint in flight (the owner is going down on an
+        error): cancel it and retrieve its outcome. Its writes are idempotent and fenced,
+        so whatever of them landed is harmless."""
+        task, self._state_task = self._state_task, None
+        if task is not None:
+            task.cancel()
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
     def state_due(self, parts: Iterable[Partition]) -> bool:
         """Whether the next commit should start a state checkpoint."""
         checkpoint = self._topology.checkpoint

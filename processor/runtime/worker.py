@@ -115,6 +115,8 @@ class Worker:
             if self._broken:
                 # As after a crash: the open transaction is aborted (the broker would, after
                 # its timeout) and the consumer leaves without committing anything.
+                if hasattr(self, "_committer"):
+                    self._committer.abandon()
                 with contextlib.suppress(KafkaException, faults.Crash):
                     await self._tx.abort()
             if hasattr(self, "consumer"):
