@@ -26,6 +26,7 @@ COMMIT = (
     "append_changelog",
     "take_snapshot",
     "write_manifest",  # a snapshot's payload is written, its manifest not yet
+    "publish_snapshot",  # its manifest is written, not yet listed
     "state_checkpoint_done",
 )
 # Recovery, hand-off and the operations.

@@ -223,6 +223,7 @@ class Snapshots:
         # The version is ours alone (the counter), so a replace is a safe retry.
         await with_retry(lambda: self._manifests.replace_one({"_id": mid}, doc, upsert=True))
         try:
+            faults.point("publish_snapshot")
             await publish(version)
         except BaseException:
             await self._discard(manifest)

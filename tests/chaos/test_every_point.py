@@ -62,6 +62,7 @@ WORKER_CRASHES = [
     ("take_snapshot", 1),
     ("write_manifest", 1),  # payload written, manifest not
     ("write_manifest", 2),
+    ("publish_snapshot", 1),  # manifest written, not listed
     ("state_checkpoint_done", 2),
 ]
 
