@@ -319,17 +319,21 @@ class Checkpoints:
         )
         return rid
 
-    async def snapshot_taken(self, cp: Checkpoint, version: int, request: str | None) -> None:
-        """Record the newest version and answer the request it served; `Fenced` if a newer
-        epoch holds the partition (the version is then discarded, never listed)."""
-        update: dict[str, Any] = {"$max": {"snapshot": version}, "$set": {"updated_at": _now()}}
-        if request:
-            update["$set"]["snapshot_answered"] = request
+    async def snapshot_taken(self, cp: Checkpoint, version: int) -> None:
+        """Record the newest version; `Fenced` if a newer epoch holds the partition (the
+        version is then discarded, never listed)."""
+        update = {"$max": {"snapshot": version}, "$set": {"updated_at": _now()}}
         result = await with_retry(
             lambda: self._coll.update_one({"_id": cp.id, "epoch": cp.epoch}, update)
         )
         if result.matched_count == 0:
             raise Fenced(f"snapshot of {cp.id}", cp.epoch)
+
+    async def answer_snapshot(self, cp: Checkpoint, request: str) -> None:
+        """Tell `snapshot take` its request was served (after the version is listed)."""
+        await with_retry(
+            lambda: self._coll.update_one({"_id": cp.id}, {"$set": {"snapshot_answered": request}})
+        )
 
     async def changelog_reaches(self, cp: Checkpoint, offset: int) -> None:
         """Record that the changelog holds every change up to checkpoint `offset`."""

@@ -162,7 +162,7 @@ async def _take_offline(
             # A fenced owner that never acknowledged may still have flushed meanwhile.
             if await state.count_documents(beyond):
                 raise OperationError(f"partition {partition} changed while read; try again")
-            await checkpoints.snapshot_taken(cp, version, None)
+            await checkpoints.snapshot_taken(cp, version)
 
         snapshots = Snapshots(db, topology.name, topology.snapshots.chunk_bytes)
         return await snapshots.take(

@@ -28,7 +28,7 @@ def abandoned_after(topology: Topology) -> float:
     """Seconds after its start by which the broker has surely ended a transaction whose
     producer went silent: `transaction.timeout.ms` plus the broker's sweep interval (the
     coordinator aborts expired transactions only when its sweep runs). Blocking."""
-    sweep_ms = SWEEP_DEFAULT_MS
+    found: list[int] = []
     admin = AdminClient(base(topology))
     try:
         brokers = admin.list_topics(timeout=15).brokers
@@ -36,9 +36,10 @@ def abandoned_after(topology: Topology) -> float:
         for future in admin.describe_configs(resources).values():
             entry = future.result(timeout=15).get(SWEEP)
             if entry is not None and entry.value is not None:
-                sweep_ms = max(int(entry.value), 0)
-    except KafkaException as exc:
-        log.warning("broker_config_unreadable", setting=SWEEP, assumed_ms=sweep_ms, error=str(exc))
+                found.append(int(entry.value))
+    except Exception as exc:  # noqa: BLE001 - unreadable for any reason: assume the default
+        log.warning("broker_config_unreadable", setting=SWEEP, error=str(exc))
+    sweep_ms = max(found) if found else SWEEP_DEFAULT_MS  # the slowest broker bounds it
     return transaction_timeout(topology) + sweep_ms / 1000
 
 
@@ -112,6 +113,7 @@ class Transaction:
         """Abort the open transaction and begin the next one."""
         await asyncio.to_thread(self._producer.abort_transaction, TIMEOUT)
         self._producer.begin_transaction()
+        self.left_group = False  # read by the caller before the abort; a new transaction
 
     async def _call(self, what: str, call: object, *args: object) -> bool:
         self.left_group = False

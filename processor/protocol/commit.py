@@ -70,6 +70,10 @@ class Committer:
         # A partition fenced while the state task ran may have outputs in the open
         # transaction that no epoch check will look at again: the next commit aborts.
         self._tainted = False
+        # The last abort said this member is no longer in the consumer group: its
+        # partitions are someone else's, so it must not take them again before the group
+        # has assigned it any (a rewind would fence their new owner).
+        self.left_group = False
 
     async def commit(
         self, parts: Iterable[Partition], group_metadata: object, everything: bool = False
@@ -82,12 +86,11 @@ class Committer:
         may only be called from the callback's thread.
         """
         parts = list(parts)
+        self.left_group = False
         if everything or (self._state_task is not None and self._state_task.done()):
             await self.settle()
         if self._tainted:
-            self._tainted = False
-            await self._tx.abort()
-            return False
+            return await self.abort()
         with_state = everything or self.state_due(parts)
         pending = [p for p in parts if p.owned and p.pending()]
         if pending:
@@ -110,29 +113,31 @@ class Committer:
         ]
         faults.point("send_offsets")
         if offsets and not await self._tx.send_offsets(offsets, group_metadata):
-            await self._tx.abort()
-            return False
+            return await self.abort()
         faults.point("check_epochs")
         fenced = await self._fenced(parts)
         if fenced:
             for part in fenced:
                 self._on_fenced(part, "epoch moved on before commit")
-            await self._tx.abort()
-            return False
+            return await self.abort()
         faults.point("commit_transaction")
         if not await self._tx.commit():
-            await self._tx.abort()
-            return False
+            return await self.abort()
         metrics.COMMITS.labels(**self._labels).inc()
         metrics.COMMIT_SECONDS.labels(**self._labels).observe(time.perf_counter() - started)
         return True
 
-    @property
-    def left_group(self) -> bool:
-        """The last abort said this member is no longer in the consumer group: its
-        partitions are someone else's, so it must not take them again before the group
-        has assigned it any (a rewind would fence their new owner)."""
-        return self._tx.left_group
+    async def abort(self) -> bool:
+        """Abort the open transaction and wait for the state checkpoint in flight; False.
+
+        Whatever that checkpoint met is settled by the abort: the caller rewinds (or lets
+        go of) every partition anyway, so no taint carries over to the next commit.
+        """
+        self.left_group = self._tx.left_group
+        await self._tx.abort()
+        await self.settle()
+        self._tainted = False
+        return False
 
     async def _fenced(self, parts: list[Partition]) -> list[Partition]:
         current = await self._checkpoints.current([p.checkpoint.id for p in parts])
@@ -167,6 +172,8 @@ class Committer:
             else:
                 await self._checkpoints.advance(part.checkpoint, offset, cut.dead_letters)
                 part.note(offset=offset)
+            if not cut.consistent:
+                return  # a failure recorded at W: no cut to snapshot or sweep there
             # The changelog may read deletes back from MongoDB: sweep them after it.
             await self._snapshotter.after_checkpoint(part, offset, flushed)
             if part.store.tombstones:
@@ -232,6 +239,7 @@ class _Cut:
     offset: int | None
     write: Awaitable[Iterable[Record]]
     dead_letters: int
+    consistent: bool = True  # the state in MongoDB is a cut at `offset` once written
 
     @classmethod
     def take(cls, part: Partition) -> _Cut:
@@ -240,7 +248,7 @@ class _Cut:
             return cls(part, part.cut_offset(), part.store.flush(part.epoch), dead_letters)
         # Failed while re-applying [W, C): record the failure at W and flush nothing, since
         # keys of a crashed owner's partial flush may lie between W and the position.
-        return cls(part, part.checkpoint.offset, _nothing(), dead_letters)
+        return cls(part, part.checkpoint.offset, _nothing(), dead_letters, consistent=False)
 
 
 async def _nothing() -> Iterable[Record]:

@@ -140,6 +140,9 @@ class Partition:
         """Progress, a failure or a snapshot request waits to be committed."""
         if self.snapshot_request is not None and self.checkpointable():
             return True
+        if self.phase is Phase.FAILED and not self.checkpointable():
+            # Failed while recovering: only the failure is recorded (at W), once.
+            return self.checkpoint.status != "failed"
         return self.position is not None and (
             self.position != self.checkpoint.offset
             or (self.phase is Phase.FAILED and self.checkpoint.status != "failed")

@@ -91,7 +91,7 @@ class Snapshotter:
 
         async def publish(version: int) -> None:
             # Conditional on our epoch: fenced while we read, the version is discarded.
-            await self._checkpoints.snapshot_taken(part.checkpoint, version, request)
+            await self._checkpoints.snapshot_taken(part.checkpoint, version)
 
         manifest = await self.snapshots.take(
             part.number, offset, self._hash, publish, kind, part.checkpoint.floor
@@ -99,8 +99,10 @@ class Snapshotter:
         part.last_snapshot, part.records_since_snapshot = time.monotonic(), 0
         part.snapshot_due = False
         if request:
-            # Answered here, not by clearing the copy: a poll that read the document before
-            # the answer was stored must not ask again.
+            # Listed by now, so `snapshot take` finds the version it asked for. Remembered
+            # here, not by clearing the copy: a poll that read the document before the
+            # answer was stored must not ask again.
+            await self._checkpoints.answer_snapshot(part.checkpoint, request)
             part.answered.add(request)
         pruned = await self.snapshots.prune(part.number, self._policy.retain, self._policy.max_age)
         seconds = time.perf_counter() - started

@@ -172,13 +172,14 @@ class Worker:
         """Commit; if the transaction aborted, rewind every partition to its checkpoint."""
         if await self._committer.commit(self._owned(), group_metadata, everything):
             return True
-        await self._committer.settle()
         if self._committer.left_group:
             # Out of the group (frozen past the session timeout, say): let everything go
-            # and wait for the rebalance the consumer is about to deliver.
+            # and wait for the rebalance the consumer is about to deliver. Nothing is
+            # assigned or held until then, so no hand-back can take a partition back.
             log.warning("left_the_group", partitions=sorted(self.partitions))
             for number in list(self.partitions):
                 self._drop(self.partitions[number], "this member left the consumer group")
+            self.assigned, self.held = set(), set()
             return False
         await self.restart(list(self.partitions))
         return False
@@ -327,8 +328,7 @@ class Worker:
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._broken or faults.crashed():
             return
-        self._call(self._tx.abort())
-        self._call(self._committer.settle())
+        self._call(self._committer.abort())
         self._forget_all()
 
     async def _release(self, numbers: list[int], committed: list[Partition]) -> None:
