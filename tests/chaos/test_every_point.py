@@ -29,6 +29,7 @@ from tests.pipelines import (
     produce_clicks,
     read_topic,
     state_values,
+    tidemark,
     wait_caught_up,
 )
 from tests.support import Services, TopicFactory, wait_until
@@ -195,4 +196,33 @@ async def test_an_operation_crash_at_every_point_is_finished_by_the_next(
 
     outputs = await asyncio.to_thread(read_topic, services, sink, 2, truth.count)
     assert_outputs(outputs_by_key(outputs), truth.outputs())
+    assert state_values(sync_db, name) == truth.totals()
+
+
+def test_an_owner_killed_while_acknowledging_a_hand_off_loses_nothing(
+    services: Services, make_topic: TopicFactory, sync_db: Database[Any], tmp_path: Path
+) -> None:
+    """The owner paused and committed, then died before its acknowledgement landed: the
+    replay sees it go silent, fences it, waits out its transactions and goes on."""
+    source, sink, name, path = counting_pipeline(
+        make_topic, services, sync_db.name, tmp_path, 1, checkpoint=EVERY_STEP
+    )
+    truth = Truth()
+    dying = WorkerProcess(path, tmp_path / "dying.log", {"TIDEMARK_FAULT": "acknowledge"})
+    survivor = WorkerProcess(path, tmp_path / "survivor.log")
+    try:
+        dying.start()
+        produce_clicks(services, source, truth, USERS, 1000, seed=1)
+        wait_caught_up(sync_db, name, end_offsets(services, source, 1), 60, dying.tail())
+        produce_clicks(services, source, truth, USERS, 300, seed=2)
+        replay = tidemark("replay", path, "--partition", "0", "--from-start", timeout=120)
+        assert replay.code == 0, replay.stderr
+        assert dying.wait(10) == -9, dying.tail()
+        survivor.start()
+        produce_clicks(services, source, truth, USERS, 300, seed=3)
+        wait_caught_up(sync_db, name, end_offsets(services, source, 1), 90, survivor.tail())
+    finally:
+        dying.stop_if_running()
+        survivor.stop_if_running()
+    assert_outputs(outputs_by_key(read_topic(services, sink, 1, truth.count)), truth.outputs())
     assert state_values(sync_db, name) == truth.totals()
