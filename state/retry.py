@@ -2,11 +2,18 @@
 
 Every write the runtime retries is idempotent (epoch-conditional upserts of fixed values,
 checkpoint moves to a fixed offset), so a retry after an unknown outcome is safe.
+
+How long an operation keeps retrying is the caller's budget (`retry_budget`): the operations
+commands run retry for minutes; a worker retries only for a fraction of its Kafka
+transaction's timeout, then gets `MongoUnavailable`, ends its transaction and waits for
+MongoDB with nothing open (`processor/runtime/outages.py`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import structlog
@@ -15,6 +22,7 @@ from pymongo.errors import AutoReconnect, BulkWriteError, ConnectionFailure, Net
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
+    RetryError,
     retry_if_exception,
     stop_after_delay,
     wait_exponential_jitter,
@@ -22,12 +30,32 @@ from tenacity import (
 
 from tidemark.config import faults
 from tidemark.config.errors import TidemarkError
+from tidemark.config.throttle import Throttle
 
 T = TypeVar("T")
 log = structlog.get_logger("tidemark.state")
 
 TRANSIENT = (AutoReconnect, ConnectionFailure, NetworkTimeout)
 DUPLICATE_KEY = 11000
+DEFAULT_BUDGET = 300.0
+_budget: ContextVar[float] = ContextVar("tidemark_retry_budget", default=DEFAULT_BUDGET)
+_throttle = Throttle()
+
+
+class MongoUnavailable(TidemarkError):
+    """MongoDB did not answer within the retry budget; it may later."""
+
+    retriable = True
+
+
+@contextmanager
+def retry_budget(seconds: float) -> Iterator[None]:
+    """Within this block (and tasks started in it), give up retrying after `seconds`."""
+    token = _budget.set(seconds)
+    try:
+        yield
+    finally:
+        _budget.reset(token)
 
 
 def retriable(exc: BaseException) -> bool:
@@ -36,23 +64,30 @@ def retriable(exc: BaseException) -> bool:
 
 
 def _log(state: RetryCallState) -> None:
-    exc = state.outcome.exception() if state.outcome else None
-    log.warning("mongo_unavailable_retrying", attempt=state.attempt_number, error=str(exc))
+    held = _throttle.allow("retrying")
+    if held is not None:
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning("mongo_unavailable_retrying", error=type(exc).__name__, held_back=held)
 
 
-async def with_retry(operation: Callable[[], Awaitable[T]], give_up_after: float = 300.0) -> T:
-    """Run `operation`, retrying retriable errors for up to `give_up_after` s."""
+async def with_retry(operation: Callable[[], Awaitable[T]]) -> T:
+    """Run `operation`, retrying retriable errors within the budget; then `MongoUnavailable`."""
     if faults.crashed():  # an in-process crash (tests): a dead process writes nothing
         raise faults.Crash("already crashed")
-    async for attempt in AsyncRetrying(
-        retry=retry_if_exception(retriable),
-        wait=wait_exponential_jitter(multiplier=0.1, max=5.0),
-        stop=stop_after_delay(give_up_after),
-        before_sleep=_log,
-        reraise=True,
-    ):
-        with attempt:
-            return await operation()
+    try:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception(retriable),
+            wait=wait_exponential_jitter(multiplier=0.1, max=5.0),
+            stop=stop_after_delay(_budget.get()),
+            before_sleep=_log,
+        ):
+            with attempt:
+                return await operation()
+    except RetryError as exc:
+        last = exc.last_attempt.exception()
+        if isinstance(last, MongoUnavailable):
+            raise last from None
+        raise MongoUnavailable(f"MongoDB unavailable: {type(last).__name__}") from last
     raise AssertionError("unreachable")  # pragma: no cover
 
 

@@ -22,6 +22,7 @@ from pymongo import AsyncMongoClient, MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.database import Database
 
+from tests.private_stack import PrivateKafka, PrivateMongo
 from tests.support import Services, Topics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -112,3 +113,21 @@ async def mongo_db(
     name = unique_name("t").replace("-", "_")[:60]
     yield mongo_client[name]
     await mongo_client.drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def private_stack(
+    services: Services, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[PrivateKafka, PrivateMongo]]:
+    """A broker and a MongoDB-protocol server of this test module's own, to stop and kill.
+
+    Needs the devstack installed (`services` makes sure of it)."""
+    folder = tmp_path_factory.mktemp("stack")
+    kafka, mongo = PrivateKafka(folder), PrivateMongo(folder)
+    try:
+        kafka.start()
+        mongo.start()
+        yield kafka, mongo
+    finally:
+        kafka.close()
+        mongo.close()

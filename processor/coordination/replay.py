@@ -210,7 +210,7 @@ class Replay:
         )
         snapshotter = Snapshotter(t, self._snapshots, self._checkpoints)
         await snapshotter.adopt(part)
-        tx = Transaction(clients.producer(t, operator_name("replay")))
+        tx = Transaction(t, operator_name("replay"))
         committer = Committer(t, tx, self._checkpoints, snapshotter, self._drop)
         await tx.start()
         batches = BatchProcessor(t, pipeline, tx, topics.sink_partitioned(t, counts))

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from confluent_kafka import Consumer, Producer
 
 from tidemark.config import Topology
+from tidemark.processor.kafka.client_logs import routed
 
 TRANSACTION_TIMEOUT_MS = 10_000
 
@@ -15,7 +15,11 @@ TRANSACTION_TIMEOUT_MS = 10_000
 def base(topology: Topology) -> dict[str, Any]:
     """Settings every client shares; user options last so security.protocol, sasl.* and
     ssl.* reach librdkafka as given."""
-    return {"bootstrap.servers": topology.kafka.bootstrap_servers, **topology.kafka.options}
+    return {
+        "bootstrap.servers": topology.kafka.bootstrap_servers,
+        **routed(),
+        **topology.kafka.options,
+    }
 
 
 def consumer(topology: Topology, owner: str) -> Consumer:
@@ -39,16 +43,17 @@ def consumer(topology: Topology, owner: str) -> Consumer:
     )
 
 
-def producer(topology: Topology, owner: str) -> Producer:
+def producer(topology: Topology, owner: str, transactional_id: str) -> Producer:
     """A transactional producer; zombies are fenced through the consumer group (KIP-447).
 
-    The transactional id is unique per process: fencing does not rely on it being stable.
+    The transactional id is unique per process (fencing does not rely on it being stable);
+    a producer that replaces a broken one reuses it, which aborts what the old one left open.
     """
     return Producer(
         {
             **base(topology),
             "client.id": owner,
-            "transactional.id": f"tidemark-{topology.name}-{uuid.uuid4().hex[:12]}",
+            "transactional.id": transactional_id,
             # A worker killed mid-transaction blocks read_committed readers of its outputs
             # until the broker aborts the transaction: keep that short (commits are ~1 s apart).
             "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,

@@ -7,6 +7,7 @@ makes them visible together (step `commit_transaction` of the commit protocol).
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import structlog
 from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
@@ -16,10 +17,10 @@ from confluent_kafka.admin._resource import ResourceType
 
 from tidemark.config import Topology
 from tidemark.config.errors import TidemarkError
+from tidemark.processor.kafka import clients
 from tidemark.processor.kafka.clients import base, transaction_timeout
 
 log = structlog.get_logger("tidemark.kafka")
-TIMEOUT = 60.0
 SWEEP = "transaction.abort.timed.out.transaction.cleanup.interval.ms"
 SWEEP_DEFAULT_MS = 10_000  # Kafka's default
 
@@ -43,12 +44,38 @@ def abandoned_after(topology: Topology) -> float:
     return transaction_timeout(topology) + sweep_ms / 1000
 
 
+# Retrying cannot help: the credentials or the ACLs are wrong. Anything else (a timeout, a
+# broker gone, a producer fenced or failed fatally) is waited out with a new producer.
+_REFUSED = frozenset(
+    {
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+        KafkaError._AUTHENTICATION,
+        KafkaError._INVALID_ARG,
+    }
+)
+
+
 class KafkaFailure(TidemarkError):
-    """Kafka refused an operation; `retriable` as librdkafka says."""
+    """Kafka refused an operation. `retriable` unless it was refused for good (credentials,
+    ACLs); `fatal` when the producer can do nothing more and must be replaced."""
 
     def __init__(self, what: str, error: KafkaError) -> None:
-        super().__init__(f"{what}: {error}")
-        self.retriable = bool(error.retriable())
+        super().__init__(f"{what}: {error.name()}: {error.str()}")
+        self.code = error.code()
+        self.fatal = bool(error.fatal())
+        self.retriable = self.code not in _REFUSED
+
+
+def failure(what: str, exc: KafkaException) -> KafkaFailure:
+    """A librdkafka exception as a `KafkaFailure`."""
+    error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+    if error is None:
+        error = KafkaError(KafkaError._FAIL, str(exc))
+    return KafkaFailure(what, error)
 
 
 # The group moved on without us (a session expired while we were frozen, say): the
@@ -64,16 +91,35 @@ _LEFT_GROUP = frozenset(
 
 
 class Transaction:
-    """Owns the transactional producer; after `start()` a transaction is always open."""
+    """Owns the transactional producer; after `start()` a transaction is always open.
 
-    def __init__(self, producer: Producer) -> None:
-        self._producer = producer
+    Every call that waits on the broker waits at most the transaction timeout: a wait longer
+    than that would outlive the transaction it belongs to. A call that fails without a
+    clear abort raises `KafkaFailure`; the owner then `renew()`s the producer.
+    """
+
+    def __init__(self, topology: Topology, owner: str) -> None:
+        self._topology, self._owner = topology, owner
+        self._id = f"tidemark-{topology.name}-{uuid.uuid4().hex[:12]}"
+        self._timeout = transaction_timeout(topology)
+        self._producer = self._make()
         # Set when the last failed call said this member left the consumer group.
         self.left_group = False
 
+    def _make(self) -> Producer:
+        return clients.producer(self._topology, self._owner, self._id)
+
     async def start(self) -> None:
-        await asyncio.to_thread(self._producer.init_transactions, TIMEOUT)
+        """Register the transactional id (fencing any older producer of it) and begin."""
+        await self._call("init", self._producer.init_transactions, self._timeout)
         self._producer.begin_transaction()
+
+    async def renew(self) -> None:
+        """Replace the producer: the new one's `init` aborts whatever the old one left open."""
+        old, self._producer = self._producer, self._make()
+        old.purge()  # its records belong to a transaction that can never commit
+        self.left_group = False
+        await self.start()
 
     def produce(
         self,
@@ -96,34 +142,44 @@ class Transaction:
                 return
             except BufferError:
                 self._producer.poll(0.1)
+            except KafkaException as exc:
+                raise failure("Kafka produce", exc) from exc
 
     async def send_offsets(self, offsets: list[TopicPartition], group_metadata: object) -> bool:
         """Add consumer offsets to the transaction; False if it must be aborted."""
         send = self._producer.send_offsets_to_transaction
-        return await self._call("send offsets", send, offsets, group_metadata, TIMEOUT)
+        return await self._abortable("send offsets", send, offsets, group_metadata, self._timeout)
 
     async def commit(self) -> bool:
         """Commit the transaction and begin the next; False if it must be aborted instead."""
-        if not await self._call("commit", self._producer.commit_transaction, TIMEOUT):
+        commit = self._producer.commit_transaction
+        if not await self._abortable("commit", commit, self._timeout):
             return False
         self._producer.begin_transaction()
         return True
 
     async def abort(self) -> None:
         """Abort the open transaction and begin the next one."""
-        await asyncio.to_thread(self._producer.abort_transaction, TIMEOUT)
+        await self._call("abort", self._producer.abort_transaction, self._timeout)
         self._producer.begin_transaction()
         self.left_group = False  # read by the caller before the abort; a new transaction
 
-    async def _call(self, what: str, call: object, *args: object) -> bool:
+    async def _abortable(self, what: str, call: object, *args: object) -> bool:
         self.left_group = False
         try:
             await asyncio.to_thread(call, *args)  # type: ignore[arg-type]
         except KafkaException as exc:
             error: KafkaError = exc.args[0]
             if not error.txn_requires_abort():
-                raise KafkaFailure(f"Kafka transaction: {what}", error) from exc
+                raise failure(f"Kafka transaction: {what}", exc) from exc
             self.left_group = error.code() in _LEFT_GROUP
-            log.warning("kafka_transaction_aborted", step=what, error=str(error))
+            log.warning("kafka_transaction_aborted", step=what, error=error.name())
             return False
         return True
+
+    @staticmethod
+    async def _call(what: str, call: object, *args: object) -> None:
+        try:
+            await asyncio.to_thread(call, *args)  # type: ignore[arg-type]
+        except KafkaException as exc:
+            raise failure(f"Kafka transaction: {what}", exc) from exc

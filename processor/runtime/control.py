@@ -26,6 +26,7 @@ import structlog
 
 from tidemark.config import Topology, faults
 from tidemark.processor.protocol.partition import Partition
+from tidemark.processor.runtime.outages import recoverable
 from tidemark.state import Checkpoints
 from tidemark.state.names import checkpoint_id
 
@@ -114,7 +115,13 @@ class Control:
         while True:
             ids = self._ids(assigned())
             if ids and alive(bound):
-                await self._checkpoints.heartbeat(list(ids), self._owner)
+                try:
+                    await self._checkpoints.heartbeat(list(ids), self._owner)
+                except Exception as exc:
+                    if not recoverable(exc):
+                        raise
+                    # MongoDB is down: the loop meets it too and waits it out; keep beating.
+                    log.debug("heartbeat_failed", error=type(exc).__name__)
             await asyncio.sleep(interval)
 
     def _id(self, number: int) -> str:

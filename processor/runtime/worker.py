@@ -39,8 +39,16 @@ from tidemark.processor.runtime.control import (
     HandOff,
     SnapshotRequested,
 )
+from tidemark.processor.runtime.outages import (
+    dependency,
+    describe,
+    recoverable,
+    retry_budget,
+    wait_out,
+)
 from tidemark.state import Checkpoints, Fenced, ensure_collections
 from tidemark.state.names import checkpoint_id, state_collection
+from tidemark.state.retry import retry_budget as budget_of_retries
 from tidemark.state.snapshots import Snapshots
 
 T = TypeVar("T")
@@ -66,6 +74,11 @@ class Worker:
         # The loop left on an error (or an injected crash): what is in hand is half done, so
         # nothing more is committed; rebalance callbacks only let go.
         self._broken = False
+        # Waiting out an outage: nothing is owned, rebalance callbacks only let go, and what
+        # is assigned meanwhile is recovered once the dependencies answer.
+        self._degraded = False
+        # An outage met inside a rebalance callback, raised by the loop after `consume`.
+        self._failure: BaseException | None = None
 
     def stop(self) -> None:
         """Finish the batch in hand, commit, leave the group."""
@@ -75,39 +88,17 @@ class Worker:
         t = self.topology
         self._loop = asyncio.get_running_loop()
         counts = await asyncio.to_thread(topics.check_topics, t)
-        mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(t.mongo.uri, appname=self.owner)
-        self._tx = Transaction(clients.producer(t, self.owner))
+        budget = retry_budget(t)
+        # Server selection gives up within the retry budget, so an outage surfaces as an
+        # error the worker can wait out instead of an operation blocked for 30 s.
+        mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+            t.mongo.uri, appname=self.owner, serverSelectionTimeoutMS=int(budget * 500)
+        )
+        self._mongo = mongo
+        self._tx = Transaction(t, self.owner)
         try:
-            db = mongo[t.mongo.database]
-            await ensure_collections(db, t.name)
-            self._checkpoints = Checkpoints(db, t.name)
-            self._collection = db[state_collection(t.name)]
-            self._snapshotter = Snapshotter(
-                t, Snapshots(db, t.name, t.snapshots.chunk_bytes), self._checkpoints
-            )
-            self._committer = Committer(
-                t, self._tx, self._checkpoints, self._snapshotter, self._drop
-            )
-            self._batches = BatchProcessor(
-                t, self.pipeline, self._tx, topics.sink_partitioned(t, counts)
-            )
-            self._control = Control(t, self._checkpoints, self.owner)
-            await self._tx.start()
-            self.consumer = clients.consumer(t, self.owner)
-            self.consumer.subscribe(
-                [t.source.topic],
-                on_assign=self._on_assign,
-                on_revoke=self._on_revoke,
-                on_lost=self._on_lost,
-            )
-            log.info("worker_started", topology=t.name, owner=self.owner)
-            beat = asyncio.create_task(
-                self._control.heartbeat_forever(lambda: self.assigned, self._alive)
-            )
-            try:
-                await self._loop_until_stopped(beat)
-            finally:
-                beat.cancel()
+            with budget_of_retries(budget):
+                await self._run(t, mongo, counts)
         except BaseException:
             self._broken = True
             raise
@@ -117,12 +108,60 @@ class Worker:
                 # its timeout) and the consumer leaves without committing anything.
                 if hasattr(self, "_committer"):
                     self._committer.abandon()
-                with contextlib.suppress(KafkaException, faults.Crash):
+                with contextlib.suppress(Exception, faults.Crash):
                     await self._tx.abort()
             if hasattr(self, "consumer"):
                 await asyncio.to_thread(self.consumer.close)
             await mongo.close()
             log.info("worker_stopped", topology=t.name, owner=self.owner)
+
+    async def _run(
+        self, t: Topology, mongo: AsyncMongoClient[dict[str, Any]], counts: dict[str, int]
+    ) -> None:
+        db = mongo[t.mongo.database]
+        await ensure_collections(db, t.name)
+        self._checkpoints = Checkpoints(db, t.name)
+        self._collection = db[state_collection(t.name)]
+        self._snapshotter = Snapshotter(
+            t, Snapshots(db, t.name, t.snapshots.chunk_bytes), self._checkpoints
+        )
+        self._committer = Committer(t, self._tx, self._checkpoints, self._snapshotter, self._drop)
+        self._batches = BatchProcessor(
+            t, self.pipeline, self._tx, topics.sink_partitioned(t, counts)
+        )
+        self._control = Control(t, self._checkpoints, self.owner)
+        await self._tx.start()
+        self._subscribe()
+        log.info("worker_started", topology=t.name, owner=self.owner)
+        beat = asyncio.create_task(
+            self._control.heartbeat_forever(lambda: self.assigned, self._alive)
+        )
+        try:
+            outage: BaseException | None = None
+            while True:
+                try:
+                    if outage is not None:
+                        if not await self._ride_out(outage):
+                            self._broken = True  # stopped while waiting: nothing to commit
+                            return
+                        outage = None
+                    await self._loop_until_stopped(beat)
+                    return
+                except Exception as exc:
+                    if not recoverable(exc):
+                        raise
+                    outage = exc
+        finally:
+            beat.cancel()
+
+    def _subscribe(self) -> None:
+        self.consumer = clients.consumer(self.topology, self.owner)
+        self.consumer.subscribe(
+            [self.topology.source.topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
 
     async def _loop_until_stopped(self, beat: asyncio.Task[None]) -> None:
         c = self.topology.checkpoint
@@ -135,6 +174,9 @@ class Worker:
                 beat.result()  # the heartbeat died: its error stops the worker
                 raise RuntimeError("the heartbeat task ended")
             messages = await asyncio.to_thread(self.consumer.consume, batch, 0.2)
+            if self._failure is not None:
+                failure, self._failure = self._failure, None
+                raise failure
             if messages:
                 since_commit += await self._process(messages)
             self._apply_pauses()
@@ -151,6 +193,76 @@ class Worker:
                 # MongoDB cannot run it into the transaction timeout.
                 await self._committer.backpressure(self._owned())
         await self._commit(self.consumer.consumer_group_metadata(), everything=True)
+
+    # -- outages ------------------------------------------------------------------------
+
+    async def _ride_out(self, outage: BaseException) -> bool:
+        """Wait out a dependency that failed, then go on from the checkpoints; False if the
+        worker was stopped meanwhile.
+
+        Nothing is kept open while waiting: the transaction is aborted (or its producer
+        replaced, which aborts it), every partition is dropped and paused. The consumer
+        is polled between tries, so the group keeps this member and its assignment; after a
+        Kafka failure the member rejoins anyway, since it cannot tell whether it was fenced.
+        """
+        started, what = time.monotonic(), dependency(outage)
+        log.warning(
+            "dependency_unavailable",
+            dependency=what,
+            error=describe(outage),
+            partitions=sorted(self.partitions),
+        )
+        self._degraded = True
+        self._committer.abandon()
+        self._forget_owned()
+        stopping = self._stopping.is_set
+        if not await wait_out("kafka", self._end_transaction, self._idle, stopping):
+            return False
+        if not await wait_out("mongo", self._ping_mongo, self._idle, stopping):
+            return False
+        if what == "kafka":
+            await asyncio.to_thread(self.consumer.close)  # its callbacks only let go
+            self.assigned, self.held = set(), set()
+            self._degraded = False
+            self._subscribe()
+        else:
+            self._degraded = False
+            await self.restart(sorted(self.assigned - self.held))
+        log.info(
+            "dependency_recovered", dependency=what, seconds=round(time.monotonic() - started, 1)
+        )
+        return True
+
+    def _forget_owned(self) -> None:
+        """Let go of every partition in hand (they are recovered after the outage)."""
+        for part in self.partitions.values():
+            if part.owned:
+                part.move(Phase.DROPPED)
+        self.partitions.clear()
+        self._to_pause = set(self.assigned)
+        with contextlib.suppress(KafkaException):
+            self._apply_pauses()
+
+    async def _end_transaction(self) -> None:
+        """Abort the open transaction; if the producer cannot, replace it."""
+        try:
+            await self._tx.abort()
+        except Exception as exc:
+            if not recoverable(exc):
+                raise
+            await self._tx.renew()
+
+    async def _ping_mongo(self) -> None:
+        await self._mongo.admin.command("ping")
+
+    async def _idle(self, seconds: float) -> None:
+        """Pause between tries, polling the consumer: it stays in the group, and its
+        rebalance callbacks run (while degraded, they only note the assignment)."""
+        self._turned = time.monotonic()
+        with contextlib.suppress(KafkaException):
+            await asyncio.to_thread(self.consumer.consume, BATCH, seconds)
+        self._failure = None  # whatever a callback met now is part of this same outage
+        self._apply_pauses()
 
     def _alive(self, bound: float) -> bool:
         return time.monotonic() - self._turned < bound
@@ -292,14 +404,23 @@ class Worker:
             return
         topic = self.topology.source.topic
         numbers = [tp.partition for tp in partitions]
-        kafka = read_positions(consumer, topic, numbers)
         # Rebound, not mutated: the heartbeat task reads it while this thread runs.
         self.assigned = self.assigned | set(numbers)
-        taken = {n: self._call(self._take(n, kafka[n])) for n in numbers}
+        taken: dict[int, Partition | None] = dict.fromkeys(numbers)
+        if not self._degraded:
+            try:
+                kafka = read_positions(consumer, topic, numbers)
+                taken = {n: self._call(self._take(n, kafka[n])) for n in numbers}
+            except Exception as exc:
+                if not recoverable(exc):
+                    raise
+                # Assigned paused; the loop raises this and recovers them once it can.
+                self._failure = exc
+                taken = dict.fromkeys(numbers)
         starts = [
             TopicPartition(topic, n, p.checkpoint.offset)
             if p is not None and p.checkpoint.offset is not None
-            else TopicPartition(topic, n)  # held: paused below, never read
+            else TopicPartition(topic, n)  # held or not recovered: paused below, never read
             for n, p in taken.items()
         ]
         consumer.assign(starts)
@@ -316,19 +437,31 @@ class Worker:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._broken or faults.crashed():
             return
-        # Whether it commits or aborts, these partitions are given up: nothing to rewind.
-        parts = self._owned()
-        committed = self._call(
-            self._committer.commit(parts, consumer.consumer_group_metadata(), everything=True)
-        )
-        self.assigned = set()  # before the release: the heartbeat must not stamp them again
-        self._call(self._release([tp.partition for tp in partitions], parts if committed else []))
+        if not self._degraded:
+            try:
+                # Committed or aborted, these partitions are given up: nothing to rewind.
+                parts = self._owned()
+                metadata = consumer.consumer_group_metadata()
+                committed = self._call(self._committer.commit(parts, metadata, everything=True))
+                self.assigned = set()  # before the release: the heartbeat must not stamp them
+                numbers = [tp.partition for tp in partitions]
+                self._call(self._release(numbers, parts if committed else []))
+            except Exception as exc:
+                if not recoverable(exc):
+                    raise
+                self._failure = exc  # let go without a commit, like a lost assignment
         self._forget_all()
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._broken or faults.crashed():
             return
-        self._call(self._committer.abort())
+        if not self._degraded:
+            try:
+                self._call(self._committer.abort())
+            except Exception as exc:
+                if not recoverable(exc):
+                    raise
+                self._failure = exc
         self._forget_all()
 
     async def _release(self, numbers: list[int], committed: list[Partition]) -> None:
