@@ -7,8 +7,17 @@ import json
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    model_validator,
+)
 
+from tidemark.config import secrets
 from tidemark.config.durations import Duration
 
 AGGREGATIONS = ("count", "sum", "min", "max", "avg", "first", "last")
@@ -24,18 +33,50 @@ class Strict(BaseModel):
 Options = dict[str, str | int | float | bool]
 
 
+def _from_files(options: object) -> object:
+    return secrets.from_files(options) if isinstance(options, dict) else options
+
+
+FileOptions = Annotated[Options, BeforeValidator(_from_files)]
+
+
 class KafkaConfig(Strict):
+    """Brokers and client settings. `NAME_file: PATH` anywhere in the options reads the
+    value of `NAME` from a file (`sasl.password_file: /run/secrets/kafka`)."""
+
     bootstrap_servers: str
     # Passed through to librdkafka as is: security.protocol, sasl.*, ssl.* and the like go in
     # `options` (every client); `consumer` and `producer` override per client.
-    options: Options = Field(default_factory=dict)
-    consumer: Options = Field(default_factory=dict)
-    producer: Options = Field(default_factory=dict)
+    options: FileOptions = Field(default_factory=dict)
+    consumer: FileOptions = Field(default_factory=dict)
+    producer: FileOptions = Field(default_factory=dict)
 
 
 class MongoConfig(Strict):
+    """Where state lives. Credentials in the URI (`${VAR}` interpolated), in `username` and
+    `password`, or in files (`uri_file`, `password_file`); `options` go to the client as
+    keyword arguments (tls, tlsCAFile, tlsCertificateKeyFile, authSource, authMechanism...)."""
+
     uri: str
     database: str = "tidemark"
+    username: str | None = None
+    password: str | None = None
+    options: FileOptions = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_files(cls, data: object) -> object:
+        if isinstance(data, dict):
+            data = secrets.from_files(data)
+            assert isinstance(data, dict)
+            if isinstance(data.get("uri"), str):
+                secrets.register_uri(data["uri"])
+        return data
+
+    def client_args(self) -> dict[str, Any]:
+        """Keyword arguments for a MongoDB client besides the URI."""
+        auth = {"username": self.username, "password": self.password}
+        return {**{k: v for k, v in auth.items() if v is not None}, **self.options}
 
 
 class Source(Strict):

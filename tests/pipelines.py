@@ -92,12 +92,13 @@ class WorkerProcess:
     topology: Path
     log: Path
     env: dict[str, str] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)  # after `tidemark run FILE`
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "tidemark", "run", str(self.topology)],
+                [sys.executable, "-m", "tidemark", "run", str(self.topology), *self.args],
                 cwd=ROOT,
                 env={**os.environ, **self.env},
                 stdout=out,

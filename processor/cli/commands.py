@@ -17,7 +17,7 @@ from typing import Any
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from tidemark.config import Topology
+from tidemark.config import Topology, secrets
 from tidemark.config.errors import TidemarkError
 from tidemark.processor.cli import ops
 from tidemark.processor.coordination.replay import From, Replay, Request
@@ -76,7 +76,9 @@ def _timestamp(text: str) -> dt.datetime:
 async def run(topology: Topology, args: argparse.Namespace) -> int:
     """Run one operations command; its exit code."""
     handler = HANDLERS[args.command]
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(topology.mongo.uri)
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        topology.mongo.uri, **topology.mongo.client_args()
+    )
     try:
         result = await handler(topology, client[topology.mongo.database], args)
     except TidemarkError as exc:  # refused or failed, saying why; a bug keeps its traceback
@@ -89,6 +91,7 @@ async def run(topology: Topology, args: argparse.Namespace) -> int:
 
 
 def _fail(args: argparse.Namespace, message: str) -> None:
+    message = secrets.scrub(message)
     if args.json:
         print(json.dumps({"error": message}))
     print(f"tidemark {args.command}: {message}", file=sys.stderr)

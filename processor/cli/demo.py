@@ -12,7 +12,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from pymongo import AsyncMongoClient
 
-from tidemark.config import Topology
+from tidemark.config import Topology, secrets
 from tidemark.processor.runtime.worker import Worker
 from tidemark.state import Checkpoints
 from tidemark.state.names import CHECKPOINTS, state_collection
@@ -59,7 +59,9 @@ async def run_demo(topology: Topology, events: int) -> int:
     print(f"produced {events} events to {topology.source.topic!r}; processing...")
     worker = Worker(topology)
     task = asyncio.create_task(worker.run())
-    mongo: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(topology.mongo.uri)
+    mongo: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+        topology.mongo.uri, **topology.mongo.client_args()
+    )
     db = mongo[topology.mongo.database]
     checkpoints = Checkpoints(db, topology.name)
     started = time.monotonic()
@@ -77,7 +79,7 @@ async def run_demo(topology: Topology, events: int) -> int:
             value = doc["v"]
             assert isinstance(value, dict)
             print(f"{doc['k']!s:<12}{value.get('count', ''):>8}{value.get('total', 0):>12.2f}")
-        uri = topology.mongo.uri
+        uri = secrets.scrub(topology.mongo.uri)
         print(
             f"\nstate:       {uri} database {topology.mongo.database!r},"
             f" collection {state_collection(topology.name)!r}"

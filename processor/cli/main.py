@@ -8,7 +8,9 @@ import json
 import signal
 import sys
 
-from tidemark.config import ConfigError, Topology, load_topology
+import structlog
+
+from tidemark.config import ConfigError, Topology, load_topology, secrets
 from tidemark.operators.expressions import ExpressionError
 from tidemark.processor.cli.commands import HANDLERS, add_parsers
 from tidemark.processor.cli.commands import run as commands_run
@@ -16,6 +18,7 @@ from tidemark.processor.observability import logs
 
 EXIT_CONFIG = 2
 EXIT_TOPOLOGY = 3
+EXIT_FAILED = 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         topology = _load(args.file)
     except (ConfigError, ExpressionError) as exc:
-        print(exc, file=sys.stderr)
+        print(secrets.scrub(str(exc)), file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "validate":
         print(f"{args.file}: ok")
@@ -79,8 +82,13 @@ async def _run(topology: Topology, metrics_port: int | None) -> int:
     try:
         await worker.run()
     except TopologyError as exc:
-        print(f"tidemark: {exc}", file=sys.stderr)
+        print(f"tidemark: {secrets.scrub(str(exc))}", file=sys.stderr)
         return EXIT_TOPOLOGY
+    except Exception:  # noqa: BLE001 - logged with its traceback, then a plain exit code
+        # One structured line with the traceback, credentials masked; the exit code says the
+        # rest to whatever restarts the worker.
+        structlog.get_logger("tidemark.worker").exception("worker_failed")
+        return EXIT_FAILED
     return 0
 
 

@@ -7,6 +7,17 @@ import os
 import sys
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
+
+from tidemark.config import secrets
+
+
+def _scrub(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    """No credential reaches a log line, whatever a client or an error message put in it."""
+    for key, value in event.items():
+        if isinstance(value, str):
+            event[key] = secrets.scrub(value)
+    return event
 
 
 def configure(default_level: str = "INFO") -> None:
@@ -17,6 +28,7 @@ def configure(default_level: str = "INFO") -> None:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            _scrub,
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tidemark.config import secrets
+
 # Keep dead letters under the broker's default message size even for oversized inputs.
 MAX_DEAD_LETTER_BYTES = 512 * 1024
 
@@ -28,7 +30,7 @@ def dead_letter(
     """Wrap a failed record with its error class, message and source coordinates."""
     headers = [
         ("tidemark.error.class", type(error).__name__.encode()),
-        ("tidemark.error.message", str(error)[:2000].encode()),
+        ("tidemark.error.message", secrets.scrub(str(error))[:2000].encode()),
         ("tidemark.source.topic", topic.encode()),
         ("tidemark.source.partition", str(partition).encode()),
         ("tidemark.source.offset", str(offset).encode()),

@@ -92,7 +92,10 @@ class Worker:
         # Server selection gives up within the retry budget, so an outage surfaces as an
         # error the worker can wait out instead of an operation blocked for 30 s.
         mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            t.mongo.uri, appname=self.owner, serverSelectionTimeoutMS=int(budget * 500)
+            t.mongo.uri,
+            appname=self.owner,
+            serverSelectionTimeoutMS=int(budget * 500),
+            **t.mongo.client_args(),
         )
         self._mongo = mongo
         self._tx = Transaction(t, self.owner)
