@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,8 @@ class FieldError:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path else self.message
+        message = " ".join(self.message.split())  # one line per problem
+        return f"{self.path}: {message}" if self.path else message
 
 
 class ConfigError(TidemarkError):
@@ -51,7 +54,10 @@ def parse_topology(
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(source, [FieldError("", f"not valid YAML: {exc}")]) from exc
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(source, [FieldError(where, f"not valid YAML: {problem}")]) from exc
     if not isinstance(raw, dict):
         raise ConfigError(source, [FieldError("", "a topology is a YAML mapping")])
     try:
@@ -65,6 +71,13 @@ def parse_topology(
 
 
 _STEP_TAGS = {"filter", "map", "project", "aggregate"}
+_PLAIN_KEY = re.compile(r"^[\w.-]+$")
+
+
+def _key(item: object) -> str:
+    """A key as written in a path; an odd one (empty, spaces, control characters) quoted."""
+    text = str(item)
+    return text if _PLAIN_KEY.match(text) else json.dumps(text)
 
 
 def _field_error(error: object) -> FieldError:
@@ -83,7 +96,7 @@ def _field_error(error: object) -> FieldError:
         ):
             pass  # the discriminator's tag repeats the step kind that follows
         else:
-            parts.append(str(item))
+            parts.append(_key(item))
         previous = item
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":

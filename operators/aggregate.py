@@ -8,7 +8,7 @@ from typing import Any
 from tidemark.config.model import Aggregate
 from tidemark.config.model import field_path as parse_path
 from tidemark.config.state import State
-from tidemark.operators.events import Event, RecordError, get_path, key_string
+from tidemark.operators.events import INT64, Event, RecordError, get_path, key_string
 
 Accumulator = dict[str, Any]
 Step = Callable[[Accumulator, Any], None]
@@ -21,6 +21,14 @@ def _number(value: Any, path: tuple[str, ...]) -> int | float:
     return x
 
 
+def _sum(a: int | float, b: int | float, path: tuple[str, ...]) -> int | float:
+    """A sum MongoDB can store: an integer past 64 bits is the record's fault, not a crash."""
+    total = a + b
+    if isinstance(total, int) and not INT64[0] <= total <= INT64[1]:
+        raise RecordError(f"the sum of {'.'.join(path)!r} leaves the 64-bit integer range")
+    return total
+
+
 def _step(name: str, function: str, field: str | None) -> Step:
     path = parse_path(field or "")
 
@@ -28,7 +36,7 @@ def _step(name: str, function: str, field: str | None) -> Step:
         acc[name] = acc.get(name, 0) + 1
 
     def total(acc: Accumulator, value: Any) -> None:
-        acc[name] = acc.get(name, 0) + _number(value, path)
+        acc[name] = _sum(acc.get(name, 0), _number(value, path), path)
 
     def minimum(acc: Accumulator, value: Any) -> None:
         x = _number(value, path)
@@ -40,7 +48,7 @@ def _step(name: str, function: str, field: str | None) -> Step:
 
     def average(acc: Accumulator, value: Any) -> None:
         s, n = acc.get(name, (0, 0))
-        acc[name] = [s + _number(value, path), n + 1]
+        acc[name] = [_sum(s, _number(value, path), path), n + 1]
 
     def first(acc: Accumulator, value: Any) -> None:
         if name not in acc:

@@ -18,6 +18,9 @@ class Event:
     timestamp: int = 0
 
 
+INT64 = (-(2**63), 2**63 - 1)  # what MongoDB and a JSON sink can hold
+
+
 class RecordError(TidemarkError):
     """This record cannot be processed (missing field, wrong type); it goes to dead letters.
 

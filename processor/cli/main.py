@@ -11,6 +11,7 @@ import sys
 import structlog
 
 from tidemark.config import ConfigError, Topology, load_topology, secrets
+from tidemark.config.loader import FieldError
 from tidemark.operators.expressions import ExpressionError
 from tidemark.processor.cli.commands import HANDLERS, add_parsers
 from tidemark.processor.cli.commands import run as commands_run
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         topology = _load(args.file)
-    except (ConfigError, ExpressionError) as exc:
+    except ConfigError as exc:
         print(secrets.scrub(str(exc)), file=sys.stderr)
         return EXIT_CONFIG
     if args.command == "validate":
@@ -63,7 +64,10 @@ def _load(path: str) -> Topology:
     from tidemark.operators import build_pipeline
 
     topology = load_topology(path)
-    build_pipeline(topology)  # expressions are checked at load, not at the first record
+    try:
+        build_pipeline(topology)  # expressions are checked at load, not at the first record
+    except ExpressionError as exc:
+        raise ConfigError(path, [FieldError(exc.path, str(exc))]) from exc
     return topology
 
 

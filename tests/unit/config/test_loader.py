@@ -69,7 +69,7 @@ def test_missing_variable_without_default_names_field() -> None:
 
 def test_not_a_mapping_and_bad_yaml() -> None:
     assert errors_of("- a\n- b\n") == ["a topology is a YAML mapping"]
-    assert errors_of("name: [unclosed")[0].startswith("not valid YAML")
+    assert errors_of("name: [unclosed")[0].startswith("line 1, column 16: not valid YAML")
 
 
 @pytest.mark.parametrize(
