@@ -3,6 +3,7 @@ person could write, expressions an attacker could try."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,6 +13,11 @@ from typing import Any
 import orjson
 import yaml
 from hypothesis import strategies as st
+
+from tidemark.config import load_topology
+from tidemark.operators import Event, RecordError, build_pipeline
+from tidemark.operators.memory import InMemoryState
+from tidemark.processor.runtime.decoding import Decoder
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "config/examples").glob("*.yaml"))
@@ -114,6 +120,36 @@ def interleave(
     for record in bad:
         mixed.insert(pick() % (len(mixed) + 1), record)
     return mixed
+
+
+BATCH = 16
+
+
+def run_in_memory(
+    example: Path, records: list[tuple[bytes | None, bytes]]
+) -> tuple[list[Event], dict[int, str], dict[str, Any]]:
+    """What a worker must make of `records` (one partition, offsets from 0): outputs,
+    rejections (offset: reason) and the final state, run in small batches."""
+    topology = load_topology(example, env={})
+    pipeline = build_pipeline(topology)
+    states = {op: InMemoryState() for op in pipeline.stateful_ids}
+    decoder = Decoder(topology.source)
+    outputs: list[Event] = []
+    rejected: dict[int, str] = {}
+
+    def reject(event: Event, exc: RecordError) -> None:
+        rejected[event.offset] = str(exc)
+
+    for start in range(0, len(records), BATCH):
+        events = []
+        for offset, (key, value) in enumerate(records[start : start + BATCH], start):
+            try:
+                events.append(decoder.decode(key, value, offset, 0))
+            except RecordError as exc:
+                rejected[offset] = str(exc)
+        outputs += asyncio.run(pipeline.process(events, states, reject))
+    final = {op: {k: s.value for k, s in st.data.items()} for op, st in states.items()}
+    return outputs, rejected, final
 
 
 # -- topology files -----------------------------------------------------------------------

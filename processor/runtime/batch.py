@@ -17,6 +17,7 @@ from confluent_kafka import Message
 
 from tidemark.config import Topology
 from tidemark.config.state import NotPrefetched
+from tidemark.config.throttle import Throttle
 from tidemark.operators import Event, RecordError
 from tidemark.operators.pipeline import Pipeline
 from tidemark.processor.kafka.transaction import Transaction
@@ -70,6 +71,7 @@ class BatchProcessor:
         # Label children bound once: a `labels()` lookup per record costs more than the count.
         self._events = metrics.EVENTS.labels(**self._labels)
         self._outputs = metrics.OUTPUTS.labels(**self._labels)
+        self._throttle = Throttle()
 
     async def run(self, part: Partition, batch: list[Raw]) -> None:
         """Process one partition's batch; the partition fails past the failure limit."""
@@ -124,13 +126,16 @@ class BatchProcessor:
             )
             part.dead_letters += 1
             metrics.DEAD_LETTERS.labels(**self._labels).inc()
-            log.warning(
-                "dead_letter",
-                partition=part.number,
-                offset=r.offset,
-                error=type(error).__name__,
-                reason=str(error)[:300],
-            )
+            held = self._throttle.allow("dead_letter")
+            if held is not None:  # a stream of bad records is one line per window
+                log.warning(
+                    "dead_letter",
+                    partition=part.number,
+                    offset=r.offset,
+                    error=type(error).__name__,
+                    reason=str(error)[:300],
+                    held_back=held,
+                )
 
     def _count_failures(
         self, part: Partition, batch: list[Raw], failures: dict[int, RecordError]
