@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PACKAGES := -p tidemark
 PYTEST_ARGS ?=
 
-.PHONY: help venv services services-down services-reset lint typecheck test unit demo bench bench-compare clean
+.PHONY: help venv services services-down services-reset lint typecheck test unit demo bench bench-compare soak clean
 
 help:
 	@echo "make demo            run the example topology on the local stack"
@@ -16,6 +16,7 @@ help:
 	@echo "make services        start Kafka and FerretDB on loopback (idempotent)"
 	@echo "make bench           throughput, recovery and memory against the ceiling and Quix Streams"
 	@echo "make bench-compare   throughput of this tree beside an older checkout: BASE=DIR make bench-compare"
+	@echo "make soak            30 minutes of traffic, kills and outages; writes bench/results/soak.md"
 	@echo "make services-down   stop them; make services-reset also wipes their data"
 
 venv: $(VENV)/.installed
@@ -72,6 +73,11 @@ bench-compare: services
 	set -a; source .devstack/env; set +a; \
 	  $(BIN)/python -m bench.run --parts throughput --contenders ceiling,tidemark,tidemark-baseline \
 	    --baseline $(BASE) --results bench/results/compare --no-charts $(COMPARE_ARGS) $(BENCH_ARGS)
+
+# Not part of `make test`: 30 minutes (SOAK_SECONDS overrides) on a broker and a MongoDB
+# server of its own, so it can restart them.
+soak: services
+	set -a; source .devstack/env; set +a; $(BIN)/pytest -m soak tests/soak -s -q $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

@@ -22,7 +22,7 @@ from pymongo import AsyncMongoClient, MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.database import Database
 
-from tests.private_stack import PrivateKafka, PrivateMongo
+from tests.private_stack import LatencyProxy, PrivateKafka, PrivateMongo, SlowStack, free_port
 from tests.support import Services, Topics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -129,5 +129,25 @@ def private_stack(
         mongo.start()
         yield kafka, mongo
     finally:
+        kafka.close()
+        mongo.close()
+
+
+@pytest.fixture(scope="module")
+def slow_stack(services: Services, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SlowStack]:
+    """A broker and a MongoDB-protocol server of this module's own, each behind a proxy
+    that can add latency to every chunk they send."""
+    folder = tmp_path_factory.mktemp("slow")
+    port = free_port()
+    kafka, mongo = PrivateKafka(folder, proxy_port=port), PrivateMongo(folder)
+    proxies: list[LatencyProxy] = []
+    try:
+        kafka.start()
+        mongo.start()
+        proxies += [LatencyProxy(kafka.slow_port, port), LatencyProxy(mongo.port)]
+        yield SlowStack(kafka, mongo, *proxies)
+    finally:
+        for proxy in proxies:
+            proxy.close()
         kafka.close()
         mongo.close()

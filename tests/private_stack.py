@@ -13,6 +13,7 @@ import socket
 import subprocess
 import threading
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support import Services, wait_until
@@ -197,5 +198,23 @@ class LatencyProxy:
         self._thread.join(10)
 
 
-def private_services(kafka: PrivateKafka, mongo: PrivateMongo) -> Services:
-    return Services(kafka.bootstrap, mongo.uri)
+@dataclass
+class SlowStack:
+    """Private servers and the latency proxies in front of them."""
+
+    kafka: PrivateKafka
+    mongo: PrivateMongo
+    kafka_proxy: LatencyProxy
+    mongo_proxy: LatencyProxy
+
+    @property
+    def direct(self) -> Services:
+        """For the test's own clients: no added latency."""
+        return Services(self.kafka.bootstrap, self.mongo.uri)
+
+    @property
+    def proxied(self) -> Services:
+        """For the worker: every byte through the proxies."""
+        return Services(
+            f"127.0.0.1:{self.kafka_proxy.port}", f"mongodb://127.0.0.1:{self.mongo_proxy.port}"
+        )
