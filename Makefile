@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PACKAGES := -p tidemark
 PYTEST_ARGS ?=
 
-.PHONY: help venv services services-down services-reset lint typecheck test unit demo bench bench-compare soak clean
+.PHONY: help venv services services-down services-reset lint typecheck test unit demo bench bench-compare soak up down clean
 
 help:
 	@echo "make demo            run the example topology on the local stack"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench-compare   throughput of this tree beside an older checkout: BASE=DIR make bench-compare"
 	@echo "make soak            30 minutes of traffic, kills and outages; writes bench/results/soak.md"
 	@echo "make services-down   stop them; make services-reset also wipes their data"
+	@echo "make up / make down  the compose stack (needs a Docker engine): Kafka, MongoDB, workers, Prometheus, Grafana"
 
 venv: $(VENV)/.installed
 
@@ -78,6 +79,14 @@ bench-compare: services
 # server of its own, so it can restart them.
 soak: services
 	set -a; source .devstack/env; set +a; $(BIN)/pytest -m soak tests/soak -s -q $(PYTEST_ARGS)
+
+# Needs a Docker engine (not part of `make test`; the files are checked statically there).
+COMPOSE := docker compose -f compose/docker-compose.yml
+up:
+	$(COMPOSE) up -d --build
+
+down:
+	$(COMPOSE) down
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache *.egg-info

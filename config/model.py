@@ -128,6 +128,15 @@ class Errors(Strict):
     dead_letter_topic: str | None = Field(None, description="default: <name>.dlq")
 
 
+class Logging(Strict):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="the worker's log level; TIDEMARK_LOG_LEVEL overrides it"
+    )
+    format: Literal["auto", "json", "console"] = Field(
+        "auto", description="auto: readable on a terminal, JSON lines otherwise"
+    )
+
+
 def _aggregation(spec: object) -> tuple[str, str | None]:
     """`count` or `{sum: field}` as (function, field)."""
     if spec == "count":
@@ -203,6 +212,7 @@ class Topology(Strict):
     state: StateConfig = StateConfig()
     snapshots: Snapshots = Snapshots()
     errors: Errors = Errors()
+    logging: Logging = Logging()
 
     @property
     def dead_letter_topic(self) -> str:

@@ -17,7 +17,7 @@ Step = Callable[[Accumulator, Any], None]
 def _number(value: Any, path: tuple[str, ...]) -> int | float:
     x = get_path(value, path)
     if isinstance(x, bool) or not isinstance(x, int | float):
-        raise RecordError(f"field {'.'.join(path)!r} must be a number, got {x!r}")
+        raise RecordError(f"field {'.'.join(path)!r} must be a number, got {x!r}", "wrong_type")
     return x
 
 
@@ -25,7 +25,9 @@ def _sum(a: int | float, b: int | float, path: tuple[str, ...]) -> int | float:
     """A sum MongoDB can store: an integer past 64 bits is the record's fault, not a crash."""
     total = a + b
     if isinstance(total, int) and not INT64[0] <= total <= INT64[1]:
-        raise RecordError(f"the sum of {'.'.join(path)!r} leaves the 64-bit integer range")
+        raise RecordError(
+            f"the sum of {'.'.join(path)!r} leaves the 64-bit integer range", "overflow"
+        )
     return total
 
 

@@ -27,6 +27,10 @@ class RecordError(TidemarkError):
     The only error a pipeline catches per record: any other one is a bug and stops the
     worker, which then recovers exactly on restart."""
 
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason  # a short category, for the dead-letter metric's label
+
 
 _MISSING = object()
 
@@ -36,10 +40,12 @@ def get_path(value: Any, path: tuple[str, ...]) -> Any:
     current = value
     for part in path:
         if not isinstance(current, dict):
-            raise RecordError(f"field {'.'.join(path)!r} is missing: value is not a JSON object")
+            raise RecordError(
+                f"field {'.'.join(path)!r} is missing: value is not a JSON object", "missing_field"
+            )
         current = current.get(part, _MISSING)
         if current is _MISSING:
-            raise RecordError(f"field {'.'.join(path)!r} is missing")
+            raise RecordError(f"field {'.'.join(path)!r} is missing", "missing_field")
     return current
 
 
@@ -51,5 +57,6 @@ def key_string(value: Any, path: tuple[str, ...]) -> str:
     if isinstance(key, int) and not isinstance(key, bool):
         return str(key)
     raise RecordError(
-        f"key field {'.'.join(path)!r} must be a non-empty string or an integer, got {key!r}"
+        f"key field {'.'.join(path)!r} must be a non-empty string or an integer, got {key!r}",
+        "bad_key",
     )

@@ -51,7 +51,7 @@ class ExpressionError(TidemarkError):
 
 def _bounded(value: Any) -> Any:
     if isinstance(value, int) and value.bit_length() > MAX_BITS:
-        raise RecordError(f"an intermediate result exceeds {MAX_BITS} bits")
+        raise RecordError(f"an intermediate result exceeds {MAX_BITS} bits", "expression")
     return value
 
 
@@ -59,7 +59,7 @@ def _power(a: Any, b: Any) -> Any:
     # simpleeval bounds each operand, not the result: 3999999 ** 3999999 would run for hours.
     big = isinstance(a, int) and isinstance(b, int) and b > 0 and abs(a) > 1
     if big and b * abs(a).bit_length() > MAX_BITS:
-        raise RecordError(f"{a} ** {b} exceeds {MAX_BITS} bits")
+        raise RecordError(f"{a} ** {b} exceeds {MAX_BITS} bits", "expression")
     return _bounded(operator.pow(a, b))
 
 
@@ -117,19 +117,21 @@ class Expression:
 
     def __call__(self, fields: Any) -> Any:
         if not isinstance(fields, dict):
-            raise RecordError("expressions need a JSON object value")
+            raise RecordError("expressions need a JSON object value", "expression")
         self._evaluator.names = fields
         try:
             result = self._evaluator.eval(self.source, previously_parsed=self._tree)
         except NameNotDefined as exc:
-            raise RecordError(f"field {exc.name!r} is missing (in {self.source!r})") from exc
+            raise RecordError(
+                f"field {exc.name!r} is missing (in {self.source!r})", "missing_field"
+            ) from exc
         except FeatureNotAvailable as exc:  # refused at load; kept as a last line
             raise ExpressionError(f"{self.source!r}: {exc}") from exc
         except (InvalidExpression, TypeError, ValueError, ArithmeticError, LookupError) as exc:
             # What the record's values made of the expression: too long, too big, wrong type.
-            raise RecordError(f"{self.source!r} failed: {exc}") from exc
+            raise RecordError(f"{self.source!r} failed: {exc}", "expression") from exc
         except RecursionError as exc:
-            raise RecordError(f"{self.source!r} failed: nested too deeply") from exc
+            raise RecordError(f"{self.source!r} failed: nested too deeply", "expression") from exc
         return _result(self.source, result)
 
 
@@ -138,7 +140,7 @@ def _result(source: str, value: Any) -> Any:
     if isinstance(value, bool):
         return value
     if isinstance(value, int) and not INT64[0] <= value <= INT64[1]:
-        raise RecordError(f"{source!r} gives an integer beyond 64 bits")
+        raise RecordError(f"{source!r} gives an integer beyond 64 bits", "expression")
     if isinstance(value, float) and not math.isfinite(value):
-        raise RecordError(f"{source!r} gives {value}")
+        raise RecordError(f"{source!r} gives {value}", "expression")
     return value

@@ -31,7 +31,7 @@ class Map:
     def apply(self, event: Event) -> Event | None:
         value = dict(event.value) if isinstance(event.value, dict) else None
         if value is None:
-            raise RecordError("map needs a JSON object value")
+            raise RecordError("map needs a JSON object value", "not_an_object")
         for name, expression in self._fields:
             value[name] = expression(event.value)
         return Event(event.key, value, event.offset, event.timestamp)
@@ -48,6 +48,6 @@ class Project:
 
     def apply(self, event: Event) -> Event | None:
         if not isinstance(event.value, dict):
-            raise RecordError("project needs a JSON object value")
+            raise RecordError("project needs a JSON object value", "not_an_object")
         value = {f: event.value[f] for f in self._fields if f in event.value}
         return Event(event.key, value, event.offset, event.timestamp)

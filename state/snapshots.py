@@ -276,7 +276,9 @@ class Snapshots:
             else:
                 yield (doc["op"], doc["k"], doc["v"], doc["off"])
 
-    async def restore(self, manifest: Manifest, epoch: int) -> int:
+    async def restore(
+        self, manifest: Manifest, epoch: int, progress: Callable[[int], object] | None = None
+    ) -> int:
         """Replace the partition's state with the version's; the number of keys written.
 
         The caller holds `epoch`, raised the partition's floor to it (so a zombie's write
@@ -289,6 +291,13 @@ class Snapshots:
         latest: dict[str, dict[str, Any]] = {}
         written = 0
         now = _now()
+
+        async def write(docs: list[dict[str, Any]]) -> int:
+            count = await self._write(docs, epoch)
+            if progress is not None:
+                progress(len(docs))
+            return count
+
         async for op, key, value, off in self.records(manifest):
             sid = state_id(op, manifest.partition, key)
             latest[sid] = {
@@ -299,11 +308,11 @@ class Snapshots:
             # A full payload has each key once: write as it streams. A delta's changelog
             # rewrites keys, so its records are coalesced first.
             if manifest.kind == "full" and len(latest) >= _BATCH:
-                written += await self._write(list(latest.values()), epoch)
+                written += await write(list(latest.values()))
                 latest.clear()
         live = [d for d in latest.values() if not d["del"]]
         for start in range(0, len(live), _BATCH):
-            written += await self._write(live[start : start + _BATCH], epoch)
+            written += await write(live[start : start + _BATCH])
         await self.forget_after(manifest.partition, manifest.offset)
         return written
 

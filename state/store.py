@@ -48,6 +48,8 @@ class PartitionStore:
         # because processing goes on while the flush runs.
         self._flushing: dict[str, tuple[str, str, Stamped]] = {}
         self.tombstones = 0  # deletes flushed and not yet swept
+        # Since the last `take_cache_stats`: keys found in memory, read, evicted.
+        self._hits = self._misses = self._evictions = 0
 
     def view(self, op: str) -> OperatorState:
         """The `State` of operator `op` in this partition."""
@@ -71,9 +73,11 @@ class PartitionStore:
             and sid not in self._dirty
             and sid not in self._flushing
         }
+        self._hits += len(keys) - len(missing)
         if not missing:
             return
         ids = list(missing)
+        self._misses += len(ids)
         docs = await with_retry(
             lambda: self._coll.find({"_id": {"$in": ids}}, {"v": 1, "off": 1, "ep": 1}).to_list(
                 None
@@ -173,9 +177,17 @@ class PartitionStore:
         self.tombstones = 0
         return result.deleted_count
 
+    def take_cache_stats(self) -> tuple[int, int, int]:
+        """Hits, misses and evictions since the last call (for metrics)."""
+        stats = (self._hits, self._misses, self._evictions)
+        self._hits = self._misses = self._evictions = 0
+        return stats
+
     def _trim(self) -> None:
-        while len(self._cache) > self._limit:
+        over = len(self._cache) - self._limit
+        for _ in range(over):
             self._cache.popitem(last=False)
+        self._evictions += max(0, over)
 
 
 async def send_updates(

@@ -8,6 +8,7 @@ running), 2 invalid topology file.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import json
 import sys
@@ -21,6 +22,7 @@ from tidemark.config import Topology, secrets
 from tidemark.config.errors import TidemarkError
 from tidemark.processor.cli import ops
 from tidemark.processor.coordination.replay import From, Replay, Request
+from tidemark.processor.observability.http import Endpoints, Verdict
 
 EXIT_FAILED = 1
 Handler = Callable[[Topology, AsyncDatabase[Any], argparse.Namespace], Awaitable[Any]]
@@ -30,6 +32,14 @@ def add_parsers(commands: Any) -> None:
     """Register the operations subcommands on the `tidemark` parser."""
     status = commands.add_parser("status", help="where every partition stands")
     _common(status)
+    status.add_argument(
+        "--watch",
+        nargs="?",
+        const=2.0,
+        type=float,
+        metavar="SECONDS",
+        help="refresh in place every SECONDS (default 2) until Ctrl-C",
+    )
 
     snapshot = commands.add_parser("snapshot", help="take, list, restore or prune snapshots")
     snapshot.add_argument("action", choices=["take", "list", "restore", "prune"])
@@ -58,6 +68,9 @@ def add_parsers(commands: Any) -> None:
     replay.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     replay.add_argument("--force", action="store_true", help="take over from a dead operation")
     replay.add_argument("--ack-timeout", type=float, default=60.0, metavar="SECONDS")
+    replay.add_argument(
+        "--metrics-port", type=int, help="serve /metrics (replay progress) while it runs"
+    )
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -80,6 +93,9 @@ async def run(topology: Topology, args: argparse.Namespace) -> int:
         topology.mongo.uri, **topology.mongo.client_args()
     )
     try:
+        if getattr(args, "watch", None):
+            await _watch(topology, client[topology.mongo.database], args)
+            return 0
         result = await handler(topology, client[topology.mongo.database], args)
     except TidemarkError as exc:  # refused or failed, saying why; a bug keeps its traceback
         _fail(args, str(exc))
@@ -99,6 +115,21 @@ def _fail(args: argparse.Namespace, message: str) -> None:
 
 async def _status(t: Topology, db: AsyncDatabase[Any], args: argparse.Namespace) -> Any:
     return await ops.status(t, db)
+
+
+async def _watch(t: Topology, db: AsyncDatabase[Any], args: argparse.Namespace) -> None:
+    """`status --watch`: the table redrawn in place on a terminal; with `--json` or into a
+    pipe, one document per refresh, so `tidemark status --watch --json | jq` works too."""
+    redraw = sys.stdout.isatty() and not args.json
+    while True:
+        rows = await ops.status(t, db)
+        if redraw:
+            print("\x1b[H\x1b[2J", end="")  # home, clear screen
+            stamp = dt.datetime.now(dt.UTC).strftime("%H:%M:%S")
+            print(f"{t.name}  {stamp}  every {args.watch:g}s, Ctrl-C to stop\n")
+        _print(args, rows)
+        sys.stdout.flush()
+        await asyncio.sleep(args.watch)
 
 
 async def _snapshot(t: Topology, db: AsyncDatabase[Any], args: argparse.Namespace) -> Any:
@@ -127,6 +158,9 @@ async def _replay(t: Topology, db: AsyncDatabase[Any], args: argparse.Namespace)
         emit=args.emit,
     )
     replay = Replay(t, db, progress=False if args.json else None)
+    if args.metrics_port is not None:
+        ok = Verdict(True)
+        Endpoints(args.metrics_port, lambda: ok, lambda: ok)
     if args.dry_run:
         return {"dry_run": True, **(await replay.plan(request)).describe()}
     plan = await replay.run(request, force=args.force, ack_timeout=args.ack_timeout)

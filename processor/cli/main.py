@@ -20,6 +20,7 @@ from tidemark.processor.observability import logs
 EXIT_CONFIG = 2
 EXIT_TOPOLOGY = 3
 EXIT_FAILED = 1
+EXIT_INTERRUPTED = 130
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -30,7 +31,13 @@ def main(argv: list[str] | None = None) -> int:
     validate.add_argument("file")
     run = commands.add_parser("run", help="run one worker of a topology")
     run.add_argument("file")
-    run.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    run.add_argument(
+        "--metrics-port", type=int, help="serve /metrics, /healthz and /readyz on this port"
+    )
+    init = commands.add_parser("init", help="create missing topics, collections and indexes")
+    init.add_argument("file")
+    init.add_argument("--partitions", type=int, default=None, help="for topics created")
+    init.add_argument("--replication-factor", type=int, default=-1, help="default: broker's")
     commands.add_parser("schema", help="print the JSON Schema of topology files")
     demo = commands.add_parser("demo", help="produce sample events, run, print the aggregates")
     demo.add_argument("file")
@@ -50,9 +57,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.file}: ok")
         return 0
     if args.command in HANDLERS:
-        logs.configure("WARNING")
-        return asyncio.run(commands_run(topology, args))
-    logs.configure("WARNING" if args.command == "demo" else "INFO")
+        logs.configure("WARNING", topology.logging.format)
+        try:
+            return asyncio.run(commands_run(topology, args))
+        except KeyboardInterrupt:
+            return 0 if args.command == "status" else EXIT_INTERRUPTED
+    if args.command == "init":
+        from tidemark.processor.cli.init import initialize
+
+        return asyncio.run(initialize(topology, args.partitions, args.replication_factor))
+    level = "WARNING" if args.command == "demo" else topology.logging.level
+    logs.configure(level, topology.logging.format)
     if args.command == "demo":
         from tidemark.processor.cli.demo import run_demo
 
@@ -73,13 +88,13 @@ def _load(path: str) -> Topology:
 
 async def _run(topology: Topology, metrics_port: int | None) -> int:
     from tidemark.processor.kafka.topics import TopologyError
+    from tidemark.processor.observability.http import Endpoints
     from tidemark.processor.runtime.worker import Worker
 
-    if metrics_port is not None:
-        from prometheus_client import start_http_server
-
-        start_http_server(metrics_port)
     worker = Worker(topology)
+    logs.bind_worker(topology.name, worker.owner)
+    if metrics_port is not None:
+        Endpoints(metrics_port, worker.health.live, worker.health.ready)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)

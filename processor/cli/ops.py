@@ -22,6 +22,7 @@ from tidemark.processor.coordination.handoff import (
 )
 from tidemark.processor.kafka.positions import source_positions
 from tidemark.processor.kafka.topics import partition_counts
+from tidemark.processor.observability.progress import progress_bar
 from tidemark.processor.runtime.control import liveness
 from tidemark.state import Checkpoint, Checkpoints
 from tidemark.state.names import state_collection
@@ -174,7 +175,11 @@ async def _take_offline(
 
 
 async def snapshot_restore(
-    topology: Topology, db: AsyncDatabase[Any], partition: int, version: int | None
+    topology: Topology,
+    db: AsyncDatabase[Any],
+    partition: int,
+    version: int | None,
+    progress: bool | None = None,
 ) -> Row:
     """Set the partition's state and checkpoint to a version; its owner resumes from there.
 
@@ -191,7 +196,8 @@ async def snapshot_restore(
     try:
         # Older documents are void from here: a zombie's write after the clear is ignored.
         await checkpoints.raise_floor(cp)
-        keys = await snapshots.restore(manifest, cp.epoch)
+        with progress_bar(manifest.keys, f"restore partition {partition}", progress) as bar:
+            keys = await snapshots.restore(manifest, cp.epoch, bar.update)
         await checkpoints.advance(cp, manifest.offset)
         if t.snapshots.mode == "incremental":
             await checkpoints.changelog_reaches(cp, manifest.offset)

@@ -22,7 +22,6 @@ from typing import Any, Literal
 import structlog
 from confluent_kafka import TopicPartition
 from pymongo.asynchronous.database import AsyncDatabase
-from tqdm import tqdm
 
 from tidemark.config import Topology
 from tidemark.config.errors import TidemarkError
@@ -31,6 +30,8 @@ from tidemark.processor.coordination.handoff import give_back, operator_name, ta
 from tidemark.processor.kafka import clients, topics
 from tidemark.processor.kafka.positions import source_positions
 from tidemark.processor.kafka.transaction import Transaction
+from tidemark.processor.observability import metrics
+from tidemark.processor.observability.progress import progress_bar
 from tidemark.processor.protocol.commit import Committer
 from tidemark.processor.protocol.partition import Partition, Phase
 from tidemark.processor.protocol.recovery import new_partition
@@ -183,7 +184,8 @@ class Replay:
         cp = dataclasses.replace(cp, floor=cp.epoch)
         if plan.restore_version is not None:
             manifest = await self._snapshots.get(plan.partition, plan.restore_version)
-            keys = await self._snapshots.restore(manifest, cp.epoch)
+            with progress_bar(manifest.keys, "restore", self._progress) as bar:
+                keys = await self._snapshots.restore(manifest, cp.epoch, bar.update)
             log.info("snapshot_restored", version=manifest.version, keys=keys)
         elif plan.clear_state:
             await self._snapshots.clear(plan.partition, cp.epoch)
@@ -217,14 +219,15 @@ class Replay:
         consumer = clients.reader(t)
         tp = TopicPartition(t.source.topic, plan.partition, plan.begin)
         consumer.assign([tp])
-        bar = tqdm(
-            total=plan.end - plan.begin,
-            unit="rec",
-            unit_scale=True,
-            desc=f"replay partition {plan.partition}",
-            disable=None if self._progress is None else not self._progress,  # None: if a TTY
-            mininterval=0.5,
+        bar = progress_bar(
+            plan.end - plan.begin, f"replay partition {plan.partition}", self._progress
         )
+        labels = (t.name, str(plan.partition))
+        replayed, progress = (
+            metrics.REPLAYED.labels(*labels),
+            metrics.REPLAY_PROGRESS.labels(*labels),
+        )
+        progress.set(0.0)
         try:
             position, last_commit = plan.begin, time.monotonic()
             while position < plan.end and part.processing:
@@ -236,6 +239,9 @@ class Replay:
                 if now >= 0:
                     bar.update(min(now, plan.end) - position)
                     position = max(position, now)
+                    progress.set(_ratio(position - plan.begin, plan.end - plan.begin))
+                if batch:
+                    replayed.inc(len(batch))
                 if time.monotonic() - last_commit >= t.checkpoint.interval:
                     await self._commit(committer, part, consumer)
                     last_commit = time.monotonic()
@@ -243,6 +249,7 @@ class Replay:
                 # Past the last record only transaction markers or aborted records remain.
                 part.processed(plan.end)
             await self._commit(committer, part, consumer, everything=True)
+            progress.set(1.0)
         finally:
             bar.close()
             await asyncio.to_thread(consumer.close)
@@ -258,3 +265,7 @@ class Replay:
         if not ok:
             raise ReplayError("a Kafka transaction of the replay aborted; run the replay again")
         await committer.backpressure([part])
+
+
+def _ratio(done: int, total: int) -> float:
+    return 1.0 if total <= 0 else min(1.0, done / total)

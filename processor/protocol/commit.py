@@ -64,7 +64,6 @@ class Committer:
         self._checkpoints = checkpoints
         self._snapshotter = snapshotter
         self._on_fenced = on_fenced
-        self._labels = {"topology": topology.name}
         self._last_state = time.monotonic()
         self._state_task: asyncio.Task[None] | None = None
         # A partition fenced while the state task ran may have outputs in the open
@@ -104,7 +103,7 @@ class Committer:
 
     async def _commit_kafka(self, parts: list[Partition], group_metadata: object) -> bool:
         """Steps 1 to 3; False (and the transaction aborted) if any of them failed."""
-        started = time.perf_counter()
+        started = step = time.perf_counter()
         topic = self._topology.source.topic
         offsets = [
             TopicPartition(topic, p.number, offset)
@@ -114,8 +113,10 @@ class Committer:
         faults.point("send_offsets")
         if offsets and not await self._tx.send_offsets(offsets, group_metadata):
             return await self.abort()
+        step = self._timed("send_offsets", step)
         faults.point("check_epochs")
         fenced = await self._fenced(parts)
+        step = self._timed("check_epochs", step)
         if fenced:
             for part in fenced:
                 self._on_fenced(part, "epoch moved on before commit")
@@ -123,9 +124,16 @@ class Committer:
         faults.point("commit_transaction")
         if not await self._tx.commit():
             return await self.abort()
-        metrics.COMMITS.labels(**self._labels).inc()
-        metrics.COMMIT_SECONDS.labels(**self._labels).observe(time.perf_counter() - started)
+        self._timed("commit_transaction", step)
+        self._timed("total", started)
+        metrics.COMMITS.labels(self._topology.name).inc()
         return True
+
+    def _timed(self, step: str, since: float) -> float:
+        """Observe how long `step` took since `since`; now, for the next step."""
+        now = time.perf_counter()
+        metrics.COMMIT_SECONDS.labels(self._topology.name, step).observe(now - since)
+        return now
 
     async def abort(self) -> bool:
         """Abort the open transaction and wait for the state checkpoint in flight; False.
@@ -159,7 +167,10 @@ class Committer:
         """Steps 4 to 6 for one partition."""
         part, offset = cut.part, cut.offset
         try:
+            step = time.perf_counter()
             flushed = await cut.write  # step 4: `flush_state` before each update command
+            step = self._timed("flush_state", step)
+            metrics.FLUSH_DOCUMENTS.labels(self._topology.name).observe(cut.documents)
             if offset is None or not part.owned:
                 return
             faults.point("move_checkpoint")
@@ -172,10 +183,12 @@ class Committer:
             else:
                 await self._checkpoints.advance(part.checkpoint, offset, cut.dead_letters)
                 part.note(offset=offset)
+            step = self._timed("move_checkpoint", step)
             if not cut.consistent:
                 return  # a failure recorded at W: no cut to snapshot or sweep there
             # The changelog may read deletes back from MongoDB: sweep them after it.
             await self._snapshotter.after_checkpoint(part, offset, flushed)
+            self._timed("changelog_and_snapshot", step)
             if part.store.tombstones:
                 await part.store.sweep_tombstones(part.epoch, offset)
         except Fenced as exc:
@@ -239,16 +252,20 @@ class _Cut:
     offset: int | None
     write: Awaitable[Iterable[Record]]
     dead_letters: int
+    documents: int = 0  # state documents the write sends
     consistent: bool = True  # the state in MongoDB is a cut at `offset` once written
 
     @classmethod
     def take(cls, part: Partition) -> _Cut:
         dead_letters, part.dead_letters = part.dead_letters, 0
         if part.checkpointable():
-            return cls(part, part.cut_offset(), part.store.flush(part.epoch), dead_letters)
+            documents = part.store.dirty_count
+            return cls(
+                part, part.cut_offset(), part.store.flush(part.epoch), dead_letters, documents
+            )
         # Failed while re-applying [W, C): record the failure at W and flush nothing, since
         # keys of a crashed owner's partial flush may lie between W and the position.
-        return cls(part, part.checkpoint.offset, _nothing(), dead_letters, consistent=False)
+        return cls(part, part.checkpoint.offset, _nothing(), dead_letters, 0, consistent=False)
 
 
 async def _nothing() -> Iterable[Record]:

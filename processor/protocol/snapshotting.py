@@ -108,6 +108,7 @@ class Snapshotter:
         seconds = time.perf_counter() - started
         metrics.SNAPSHOTS.labels(**self._labels).inc()
         metrics.SNAPSHOT_SECONDS.labels(**self._labels).observe(seconds)
+        metrics.SNAPSHOT_BYTES.labels(**self._labels).inc(manifest.bytes)
         log.info(
             "snapshot_taken",
             partition=part.number,

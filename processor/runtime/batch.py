@@ -8,12 +8,14 @@ recovers exactly, a stream silently dead-lettered does not.
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 
 import orjson
 import structlog
 from confluent_kafka import Message
+from prometheus_client import Counter
 
 from tidemark.config import Topology
 from tidemark.config.state import NotPrefetched
@@ -67,14 +69,12 @@ class BatchProcessor:
         self._tx = transaction
         self._decoder = Decoder(topology.source)
         self._sink_partitioned = sink_partitioned
-        self._labels = {"topology": topology.name}
-        # Label children bound once: a `labels()` lookup per record costs more than the count.
-        self._events = metrics.EVENTS.labels(**self._labels)
-        self._outputs = metrics.OUTPUTS.labels(**self._labels)
+        self._metrics = _Meters(topology.name)
         self._throttle = Throttle()
 
     async def run(self, part: Partition, batch: list[Raw]) -> None:
         """Process one partition's batch; the partition fails past the failure limit."""
+        started = time.perf_counter()
         failures: dict[int, RecordError] = {}
         events: list[Event] = []
         for r in batch:
@@ -99,13 +99,13 @@ class BatchProcessor:
             emitted = [out for out in outputs if out.offset >= part.emit_from]
             for out in emitted:
                 self._emit(part, out, sink.topic)
-            self._outputs.inc(len(emitted))
+            self._metrics.outputs(part.number).inc(len(emitted))
         if failures:
             self._dead_letter(part, [r for r in batch if r.offset in failures], failures)
         self._count_failures(part, batch, failures)
         part.processed(batch[-1].offset + 1)
         part.records_since_snapshot += len(batch)
-        self._events.inc(len(batch))
+        self._metrics.batch_done(part, len(batch), time.perf_counter() - started)
 
     def _emit(self, part: Partition, out: Event, topic: str) -> None:
         key = out.key.encode() if out.key is not None else None
@@ -125,7 +125,7 @@ class BatchProcessor:
                 self.topology.dead_letter_topic, letter.key, letter.value, headers=letter.headers
             )
             part.dead_letters += 1
-            metrics.DEAD_LETTERS.labels(**self._labels).inc()
+            self._metrics.dead_letter(part.number, error.reason)
             held = self._throttle.allow("dead_letter")
             if held is not None:  # a stream of bad records is one line per window
                 log.warning(
@@ -152,3 +152,35 @@ class BatchProcessor:
             # failure with the checkpoint and the partition stays paused until replayed.
             part.move(Phase.FAILED)
             log.error("partition_failed", partition=part.number, error=part.last_error)
+
+
+class _Meters:
+    """The batch processor's metrics, label children bound once per partition: a
+    `labels()` lookup per record would cost more than the count itself."""
+
+    def __init__(self, topology: str) -> None:
+        self._t = topology
+        self._in: dict[int, Counter] = {}
+        self._out: dict[int, Counter] = {}
+        self._seconds = metrics.BATCH_SECONDS.labels(topology)
+        self._hits = metrics.CACHE_HITS.labels(topology)
+        self._misses = metrics.CACHE_MISSES.labels(topology)
+        self._evictions = metrics.CACHE_EVICTIONS.labels(topology)
+
+    def outputs(self, partition: int) -> Counter:
+        if (child := self._out.get(partition)) is None:
+            child = self._out[partition] = metrics.RECORDS_OUT.labels(self._t, str(partition))
+        return child
+
+    def dead_letter(self, partition: int, reason: str) -> None:
+        metrics.DEAD_LETTERS.labels(self._t, str(partition), reason).inc()
+
+    def batch_done(self, part: Partition, records: int, seconds: float) -> None:
+        if (child := self._in.get(part.number)) is None:
+            child = self._in[part.number] = metrics.RECORDS_IN.labels(self._t, str(part.number))
+        child.inc(records)
+        self._seconds.observe(seconds)
+        hits, misses, evictions = part.store.take_cache_stats()
+        self._hits.inc(hits)
+        self._misses.inc(misses)
+        self._evictions.inc(evictions)

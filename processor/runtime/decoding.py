@@ -21,17 +21,21 @@ class Decoder:
 
     def decode(self, key: bytes | None, value: bytes | None, offset: int, ts: int) -> Event:
         if not value:
-            raise RecordError("empty value")
+            raise RecordError("empty value", "empty")
         if len(value) > self._max:
-            raise RecordError(f"record of {len(value)} bytes exceeds max_record_bytes={self._max}")
+            raise RecordError(
+                f"record of {len(value)} bytes exceeds max_record_bytes={self._max}", "too_large"
+            )
         body: Any = value
         if self._json:
             try:
                 body = orjson.loads(value)
             except orjson.JSONDecodeError as exc:
-                raise RecordError(f"malformed JSON: {exc}") from exc
+                raise RecordError(f"malformed JSON: {exc}", "malformed_json") from exc
             if not isinstance(body, dict):
-                raise RecordError(f"value must be a JSON object, got {type(body).__name__}")
+                raise RecordError(
+                    f"value must be a JSON object, got {type(body).__name__}", "not_an_object"
+                )
         if self._key is not None:
             return Event(key_string(body, self._key), body, offset, ts)
         return Event(key.decode("utf-8", "replace") if key else None, body, offset, ts)

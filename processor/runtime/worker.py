@@ -39,6 +39,7 @@ from tidemark.processor.runtime.control import (
     HandOff,
     SnapshotRequested,
 )
+from tidemark.processor.runtime.health import Health
 from tidemark.processor.runtime.outages import (
     dependency,
     describe,
@@ -70,7 +71,7 @@ class Worker:
         self.held: set[int] = set()
         self._to_pause: set[int] = set()
         self._stopping = asyncio.Event()
-        self._turned = time.monotonic()  # the last turn of the loop: liveness
+        self.health = Health(topology, lambda: self.assigned)
         # The loop left on an error (or an injected crash): what is in hand is half done, so
         # nothing more is committed; rebalance callbacks only let go.
         self._broken = False
@@ -82,6 +83,7 @@ class Worker:
 
     def stop(self) -> None:
         """Finish the batch in hand, commit, leave the group."""
+        self.health.stopping = True
         self._stopping.set()
 
     async def run(self) -> None:
@@ -137,7 +139,7 @@ class Worker:
         self._subscribe()
         log.info("worker_started", topology=t.name, owner=self.owner)
         beat = asyncio.create_task(
-            self._control.heartbeat_forever(lambda: self.assigned, self._alive)
+            self._control.heartbeat_forever(lambda: self.assigned, self.health.turned_within)
         )
         try:
             outage: BaseException | None = None
@@ -158,6 +160,7 @@ class Worker:
             beat.cancel()
 
     def _subscribe(self) -> None:
+        self.health.joined = False
         self.consumer = clients.consumer(self.topology, self.owner)
         self.consumer.subscribe(
             [self.topology.source.topic],
@@ -172,7 +175,7 @@ class Worker:
         since_commit = 0
         batch = min(BATCH, c.max_records)
         while not self._stopping.is_set():
-            self._turned = time.monotonic()
+            self.health.turn()
             if beat.done():
                 beat.result()  # the heartbeat died: its error stops the worker
                 raise RuntimeError("the heartbeat task ended")
@@ -192,6 +195,7 @@ class Worker:
             if (since_commit and due) or self._committer.state_overdue(self._owned()):
                 await self._commit(self.consumer.consumer_group_metadata())
                 last_commit, since_commit = time.monotonic(), 0
+                self._report_lag()
                 # Only right after a commit: the new transaction is empty, so waiting for
                 # MongoDB cannot run it into the transaction timeout.
                 await self._committer.backpressure(self._owned())
@@ -216,6 +220,8 @@ class Worker:
             partitions=sorted(self.partitions),
         )
         self._degraded = True
+        self.health.waiting_for = what
+        metrics.OUTAGES.labels(topology=self.topology.name, dependency=what).inc()
         self._committer.abandon()
         self._forget_owned()
         stopping = self._stopping.is_set
@@ -231,6 +237,7 @@ class Worker:
         else:
             self._degraded = False
             await self.restart(sorted(self.assigned - self.held))
+        self.health.waiting_for = None
         log.info(
             "dependency_recovered", dependency=what, seconds=round(time.monotonic() - started, 1)
         )
@@ -261,14 +268,31 @@ class Worker:
     async def _idle(self, seconds: float) -> None:
         """Pause between tries, polling the consumer: it stays in the group, and its
         rebalance callbacks run (while degraded, they only note the assignment)."""
-        self._turned = time.monotonic()
+        self.health.turn()
         with contextlib.suppress(KafkaException):
             await asyncio.to_thread(self.consumer.consume, BATCH, seconds)
         self._failure = None  # whatever a callback met now is part of this same outage
         self._apply_pauses()
 
-    def _alive(self, bound: float) -> bool:
-        return time.monotonic() - self._turned < bound
+    def _forget_lag(self, numbers: list[int]) -> None:
+        """No lag series for partitions this worker let go of: their new owner reports it."""
+        for number in numbers:
+            with contextlib.suppress(KeyError):
+                metrics.CONSUMER_LAG.remove(self.topology.name, str(number))
+
+    def _report_lag(self) -> None:
+        """Consumer lag per owned partition: the log end librdkafka last saw minus C."""
+        topic = self.topology.source.topic
+        for number, part in self.partitions.items():
+            committed = part.kafka_offset()
+            if committed is None:
+                continue
+            tp = TopicPartition(topic, number)
+            with contextlib.suppress(KafkaException):
+                _, end = self.consumer.get_watermark_offsets(tp, cached=True)
+                if end >= 0:
+                    gauge = metrics.CONSUMER_LAG.labels(self.topology.name, str(number))
+                    gauge.set(max(0, end - committed))
 
     def _owned(self) -> list[Partition]:
         return list(self.partitions.values())
@@ -292,6 +316,7 @@ class Worker:
             # and wait for the rebalance the consumer is about to deliver. Nothing is
             # assigned or held until then, so no hand-back can take a partition back.
             log.warning("left_the_group", partitions=sorted(self.partitions))
+            self.health.joined = False
             for number in list(self.partitions):
                 self._drop(self.partitions[number], "this member left the consumer group")
             self.assigned, self.held = set(), set()
@@ -320,6 +345,7 @@ class Worker:
         old = self.partitions.pop(number, None)
         if old is not None and old.owned:
             old.move(Phase.DROPPED)  # rewound, or handed back: its memory is stale
+        started = time.perf_counter()
         part = await recover(
             self.topology,
             self._checkpoints,
@@ -336,6 +362,8 @@ class Worker:
             return None
         self.partitions[number] = part
         self.held.discard(number)
+        metrics.RECOVERIES.labels(self.topology.name).inc()
+        metrics.RECOVERY_SECONDS.labels(self.topology.name).observe(time.perf_counter() - started)
         log.info(
             "partition_assigned",
             partition=number,
@@ -353,11 +381,12 @@ class Worker:
             return  # already replaced by a newer epoch
         del self.partitions[part.number]
         part.move(Phase.DROPPED)
+        self._forget_lag([part.number])
         self.pause(part.number)
         # An operator may have fenced it without our acknowledgement (we looked dead); the
         # poll resumes it when the operator hands it back, not if a group member took it.
         self.held.add(part.number)
-        metrics.FENCED.labels(topology=self.topology.name).inc()
+        metrics.FENCED.labels(self.topology.name, str(part.number)).inc()
         log.warning("partition_dropped", partition=part.number, reason=reason)
 
     async def _carry_out(self, decisions: list[Decision]) -> None:
@@ -405,6 +434,7 @@ class Worker:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._broken or faults.crashed():
             return
+        self.health.joined = True
         topic = self.topology.source.topic
         numbers = [tp.partition for tp in partitions]
         # Rebound, not mutated: the heartbeat task reads it while this thread runs.
@@ -458,6 +488,7 @@ class Worker:
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._broken or faults.crashed():
             return
+        self.health.joined = False
         if not self._degraded:
             try:
                 self._call(self._committer.abort())
@@ -482,6 +513,7 @@ class Worker:
                 await self._checkpoints.mark_clean(part.checkpoint)
 
     def _forget_all(self) -> None:
+        self._forget_lag(list(self.partitions))
         for part in self.partitions.values():
             if part.owned:
                 part.move(Phase.DROPPED)

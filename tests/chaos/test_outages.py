@@ -4,6 +4,8 @@ without a restart, and goes on within seconds of their return with nothing lost 
 from __future__ import annotations
 
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,8 +28,8 @@ from tests.pipelines import (
     state_values,
     wait_caught_up,
 )
-from tests.private_stack import PrivateKafka, PrivateMongo, Server
-from tests.support import Services, Topics
+from tests.private_stack import PrivateKafka, PrivateMongo, Server, free_port
+from tests.support import Services, Topics, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 USERS = [f"o{i:03d}" for i in range(100)]
@@ -68,6 +70,16 @@ def first_output_after(services: Services, topic: str) -> Callable[[float], floa
             consumer.close()
 
     return wait
+
+
+def readyz(port: int) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError:
+        return 0
 
 
 def log_events(log: Path) -> list[dict[str, Any]]:
@@ -115,7 +127,9 @@ def test_the_worker_waits_out_an_outage_and_loses_nothing(
         seed += 1
         produce_clicks(services, source, truth, USERS, n, seed)
 
-    worker = WorkerProcess(topology, tmp_path / "worker.log").start()
+    port = free_port()
+    worker = WorkerProcess(topology, tmp_path / "worker.log", args=["--metrics-port", str(port)])
+    worker.start()
     try:
         clicks(3000)
         wait_caught_up(db, name, end_offsets(services, source, PARTITIONS), 60, worker.tail())
@@ -125,6 +139,8 @@ def test_the_worker_waits_out_an_outage_and_loses_nothing(
         down_until = time.monotonic() + seconds
         if which == "mongo":
             clicks(1000)  # events keep arriving while MongoDB is away
+            # Kubernetes would stop routing to it: /readyz fails while it waits.
+            wait_until(lambda: readyz(port) == 503, seconds - 1, "/readyz to fail")
         time.sleep(max(0.0, down_until - time.monotonic()))  # the outage itself
         assert worker.proc is not None and worker.proc.poll() is None, worker.tail()
         outputs_after = first_output_after(services, sink) if which == "mongo" else None
@@ -134,6 +150,7 @@ def test_the_worker_waits_out_an_outage_and_loses_nothing(
             outputs_after = first_output_after(services, sink)
         clicks(500)
         back = outputs_after(BACK_WITHIN + 20) - returned
+        wait_until(lambda: readyz(port) == 200, 30, "/readyz to pass again")
         print(f"{outage}: outputs again {back:.1f}s after the return")
         during = worker.log.read_text().splitlines()[lines_before:]
         clicks(500)

@@ -91,7 +91,7 @@ def test_no_secret_is_ever_printed(
         printed += [status.stderr, str(status.doc)]
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
         printed.append(metrics.decode())
-        assert b"tidemark_events_total" in metrics
+        assert b"tidemark_records_in_total" in metrics
     finally:
         assert worker.terminate(30) == 0, worker.tail()
     printed.append(worker.log.read_text())
