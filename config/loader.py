@@ -70,7 +70,7 @@ def parse_topology(
         raise ConfigError(source, [_field_error(e) for e in exc.errors()]) from exc
 
 
-_STEP_TAGS = {"filter", "map", "project", "aggregate"}
+_STEP_TAGS = {"filter", "map", "project", "aggregate", "rename", "flat_map", "route", "python"}
 _PLAIN_KEY = re.compile(r"^[\w.-]+$")
 
 

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
     BeforeValidator,
-    ConfigDict,
     Discriminator,
     Field,
     Tag,
@@ -18,16 +16,13 @@ from pydantic import (
 )
 
 from tidemark.config import secrets
+from tidemark.config.aggregation import AGGREGATIONS, Aggregate
+from tidemark.config.base import NAME, Strict, field_path
 from tidemark.config.durations import Duration
 
-AGGREGATIONS = ("count", "sum", "min", "max", "avg", "first", "last")
-_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+__all__ = ["AGGREGATIONS", "Aggregate", "Strict", "Topology", "field_path"]
 
-
-class Strict(BaseModel):
-    """Base for every section: unknown keys are errors, models are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+_NAME = NAME
 
 
 Options = dict[str, str | int | float | bool]
@@ -85,6 +80,11 @@ class Source(Strict):
     key: str | None = Field(None, description="field path of the key; absent: the Kafka key")
     start: Literal["earliest", "latest"] = "earliest"
     max_record_bytes: int = Field(1_000_000, gt=0)
+    time: str | None = Field(
+        None,
+        description="event-time field (epoch ms or ISO 8601) every record carries to the "
+        "sink; absent: the Kafka record timestamp",
+    )
 
 
 class Sink(Strict):
@@ -137,31 +137,6 @@ class Logging(Strict):
     )
 
 
-def _aggregation(spec: object) -> tuple[str, str | None]:
-    """`count` or `{sum: field}` as (function, field)."""
-    if spec == "count":
-        return ("count", None)
-    if isinstance(spec, dict) and len(spec) == 1:
-        ((fn, field),) = spec.items()
-        if fn not in AGGREGATIONS or fn == "count":
-            raise ValueError(f"unknown aggregation {fn!r} (known: {', '.join(AGGREGATIONS)})")
-        if not isinstance(field, str) or not field:
-            raise ValueError(f"{fn} needs a field path, e.g. {{{fn}: amount}}")
-        return (str(fn), field)
-    if isinstance(spec, str):
-        raise ValueError(f"unknown aggregation {spec!r} (known: {', '.join(AGGREGATIONS)})")
-    raise ValueError("an aggregation is `count` or a one-key mapping such as {sum: amount}")
-
-
-Aggregation = Annotated[tuple[str, str | None], BeforeValidator(_aggregation)]
-
-
-class Aggregate(Strict):
-    id: Annotated[str, Field(pattern=_NAME)]
-    key: str = Field(description="field path of the group key")
-    compute: dict[str, Aggregation] = Field(min_length=1)
-
-
 class FilterStep(Strict):
     filter: str = Field(description="expression over the record's fields, e.g. `amount > 0`")
 
@@ -186,15 +161,145 @@ def _step_kind(step: Any) -> str | None:
     return None
 
 
+def _distinct_targets(fields: object) -> object:
+    if isinstance(fields, dict):
+        targets = list(fields.values())
+        twice = [t for t in targets if targets.count(t) > 1]
+        if twice:
+            raise ValueError(f"two fields are renamed to {twice[0]!r}")
+    return fields
+
+
+class RenameStep(Strict):
+    """Rename top-level fields (`{user_id: user}`); a missing field is left as it is."""
+
+    rename: Annotated[
+        dict[str, str],
+        Field(min_length=1, description="old field: new field"),
+        BeforeValidator(_distinct_targets),
+    ]
+
+
+class FlatMap(Strict):
+    """One output per element of an array field: the record with the array replaced by the
+    element, or, with `as`, without the array and the element under that top-level field."""
+
+    field: str = Field(min_length=1, description="field path of the array")
+    as_: str | None = Field(
+        None, alias="as", min_length=1, description="put the element under this field instead"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, data: object) -> object:
+        return {"field": data} if isinstance(data, str) else data  # `flat_map: items`
+
+    @model_validator(mode="after")
+    def _has_path(self) -> FlatMap:
+        if not field_path(self.field):
+            raise ValueError(f"not a field path: {self.field!r}")
+        return self
+
+
+class FlatMapStep(Strict):
+    flat_map: FlatMap
+
+
+_TOPIC = r"^[A-Za-z0-9._-]{1,249}$"  # what Kafka accepts as a topic name
+
+
+class RouteBranch(Strict):
+    """`{when: expression, to: topic}`, or `{otherwise: topic}` as the last branch."""
+
+    when: str | None = Field(None, description="expression over the record's fields")
+    to: Annotated[str, Field(pattern=_TOPIC)] | None = None
+    otherwise: Annotated[str, Field(pattern=_TOPIC)] | None = None
+
+    @model_validator(mode="after")
+    def _one_form(self) -> RouteBranch:
+        if self.otherwise is not None and (self.when is not None or self.to is not None):
+            raise ValueError("a branch is either {when, to} or {otherwise}")
+        if self.otherwise is None and (self.when is None or self.to is None):
+            raise ValueError("a branch needs `when` (an expression) and `to` (a topic)")
+        return self
+
+
+def _otherwise_last(branches: object) -> object:
+    if isinstance(branches, list) and branches:
+        fallbacks = [i for i, b in enumerate(branches) if isinstance(b, dict) and "otherwise" in b]
+        if fallbacks and fallbacks != [len(branches) - 1]:
+            raise ValueError("`otherwise` may appear once, as the last branch")
+        if not any(isinstance(b, dict) and "when" in b for b in branches):
+            raise ValueError("a route needs at least one `when` branch")
+    return branches
+
+
+class RouteStep(Strict):
+    """Send each record to the topic of the first branch whose `when` holds."""
+
+    route: Annotated[list[RouteBranch], Field(min_length=1), BeforeValidator(_otherwise_last)]
+
+    @property
+    def otherwise(self) -> str | None:
+        return self.route[-1].otherwise
+
+    def topics(self) -> list[str]:
+        """Every topic the route may send to, in order, without repeats."""
+        found = [b.to or b.otherwise for b in self.route]
+        return list(dict.fromkeys(t for t in found if t is not None))
+
+
+def _callable_spec(spec: str) -> bool:
+    """`package.module:function` (the function may be dotted: `module:Class.method`)."""
+    module, colon, name = spec.partition(":")
+    return bool(colon) and all(p.isidentifier() for p in [*module.split("."), *name.split(".")])
+
+
+class PythonCall(Strict):
+    """A custom step: `package.module:function`, imported from `sys.path` at load."""
+
+    callable: str = Field(description="package.module:function")
+    stateful: bool = Field(False, description="call as fn(value, state) -> (new_state, output)")
+    key: str | None = Field(None, description="stateful: field path of the state key")
+    id: Annotated[str, Field(pattern=_NAME)] | None = Field(
+        None, description="stateful: names the state"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short_form(cls, data: object) -> object:
+        return {"callable": data} if isinstance(data, str) else data  # `python: mod:fn`
+
+    @model_validator(mode="after")
+    def _check(self) -> PythonCall:
+        if not _callable_spec(self.callable):
+            raise ValueError(f"expected 'package.module:function', got {self.callable!r}")
+        if self.stateful and (self.key is None or self.id is None):
+            raise ValueError("a stateful python step needs `key` and `id`")
+        if not self.stateful and (self.key is not None or self.id is not None):
+            raise ValueError("`key` and `id` are for stateful python steps (stateful: true)")
+        return self
+
+
+class PythonStep(Strict):
+    python: PythonCall
+
+
 Step = Annotated[
     Annotated[FilterStep, Tag("filter")]
     | Annotated[MapStep, Tag("map")]
     | Annotated[ProjectStep, Tag("project")]
-    | Annotated[AggregateStep, Tag("aggregate")],
+    | Annotated[AggregateStep, Tag("aggregate")]
+    | Annotated[RenameStep, Tag("rename")]
+    | Annotated[FlatMapStep, Tag("flat_map")]
+    | Annotated[RouteStep, Tag("route")]
+    | Annotated[PythonStep, Tag("python")],
     Discriminator(
         _step_kind,
         custom_error_type="unknown_step",
-        custom_error_message="a step is one of filter, map, project, aggregate",
+        custom_error_message=(
+            "a step is one of filter, map, project, aggregate, rename, flat_map, route, python"
+        ),
     ),
 ]
 
@@ -228,8 +333,3 @@ class Topology(Strict):
         """
         shape = self.model_dump(mode="json", include={"name", "source", "pipeline", "sink"})
         return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def field_path(path: str) -> tuple[str, ...]:
-    """`a.b.c` as its parts."""
-    return tuple(p for p in re.split(r"\.", path) if p)

@@ -10,6 +10,8 @@ from typing import Any, NamedTuple, Protocol
 
 from tidemark.config.errors import TidemarkError
 
+NO_TIME = -1  # stream time before the first record
+
 
 class NotPrefetched(TidemarkError):
     """A key was read before its batch prefetched it: a bug in an operator, never a record's
@@ -38,3 +40,16 @@ class State(Protocol):
 
     def delete(self, key: str, offset: int) -> None:
         """Delete `key` as of the event at `offset` (kept as a tombstone until checkpointed)."""
+
+    async def scan(self, low: str, high: str) -> list[tuple[str, Stamped]]:
+        """Every live key in `[low, high)`, in key order, with its value; `get` then answers
+        for them. Time-aware operators keep an index of keys by time (timers) this way, so
+        closing what is due never reads the whole partition."""
+
+    async def load_stream_time(self) -> int:
+        """The operator's stream time in this partition (largest event time seen, -1 for
+        none), as of the position the partition resumed from."""
+
+    def set_stream_time(self, millis: int) -> None:
+        """Advance the stream time; stored with each state checkpoint, so recovery and
+        replay see the stream time of the checkpoint they start from."""

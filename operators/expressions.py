@@ -22,8 +22,7 @@ from simpleeval import (
     SimpleEval,
 )
 
-from tidemark.config.errors import TidemarkError
-from tidemark.operators.events import INT64, RecordError
+from tidemark.operators.events import INT64, RecordError, StepError
 
 # Deterministic functions only: outputs must be a function of input order and state.
 FUNCTIONS = {
@@ -43,10 +42,8 @@ FUNCTIONS = {
 MAX_BITS = 4096  # intermediate integers: enough for any real computation, cheap to compute
 
 
-class ExpressionError(TidemarkError):
+class ExpressionError(StepError):
     """An expression that does not parse or uses something not allowed."""
-
-    path = ""  # where in the topology, once known
 
 
 def _bounded(value: Any) -> Any:

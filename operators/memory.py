@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from tidemark.config.state import Stamped
+from tidemark.config.state import NO_TIME, Stamped
 
 
 class InMemoryState:
@@ -13,15 +13,27 @@ class InMemoryState:
 
     def __init__(self) -> None:
         self.data: dict[str, Stamped] = {}
+        self.stream_time = NO_TIME
 
     async def prefetch(self, keys: Collection[str]) -> None:
         return None
 
     def get(self, key: str) -> Stamped | None:
-        return self.data.get(key)
+        return self.data.get(key)  # a deleted key keeps its stamp, as in MongoDB
 
     def put(self, key: str, value: Any, offset: int) -> None:
         self.data[key] = Stamped(value, offset)
 
     def delete(self, key: str, offset: int) -> None:
         self.data[key] = Stamped(None, offset)
+
+    async def scan(self, low: str, high: str) -> list[tuple[str, Stamped]]:
+        return [
+            (k, v) for k, v in sorted(self.data.items()) if low <= k < high and v.value is not None
+        ]
+
+    async def load_stream_time(self) -> int:
+        return self.stream_time
+
+    def set_stream_time(self, millis: int) -> None:
+        self.stream_time = millis

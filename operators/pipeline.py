@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Protocol
+from typing import Any, Protocol, cast, runtime_checkable
 
-from tidemark.config.state import State
+from tidemark.config.state import Stamped, State
 from tidemark.operators.events import Event, RecordError
+
+OnError = Callable[[Event, RecordError], None]
 
 
 class StatelessOperator(Protocol):
     id: str
     stateful: bool
 
-    def apply(self, event: Event) -> Event | None: ...
+    def apply(self, event: Event) -> Event | list[Event] | None: ...
 
 
 class StatefulOperator(Protocol):
@@ -25,8 +27,19 @@ class StatefulOperator(Protocol):
     def apply(self, event: Event, key: str, state: State) -> Event | None: ...
 
 
-Operator = StatelessOperator | StatefulOperator
-OnError = Callable[[Event, RecordError], None]
+@runtime_checkable
+class BatchOperator(Protocol):
+    """A stateful operator that takes a whole batch: time-aware ones, which close what the
+    batch's stream time made due after applying its records (`timers.py`)."""
+
+    id: str
+    stateful: bool
+    batched: bool
+
+    async def run(self, events: list[Event], state: State, on_error: OnError) -> list[Event]: ...
+
+
+Operator = StatelessOperator | StatefulOperator | BatchOperator
 
 
 class Pipeline:
@@ -38,6 +51,21 @@ class Pipeline:
 
     def __init__(self, operators: Sequence[Operator]) -> None:
         self.operators = list(operators)
+        # Stages after one that fans out (`flat_map`, `python`) may see several events with
+        # one offset: their state reads go through `_Siblings`.
+        self._after_fan_out = [
+            any(getattr(earlier, "fans_out", False) for earlier in self.operators[:i])
+            for i in range(len(self.operators))
+        ]
+
+    def take_late_dropped(self) -> int:
+        """Records windows dropped as late (`on_late: drop`) since the last call."""
+        total = 0
+        for op in self.operators:
+            if dropped := getattr(op, "late_dropped", 0):
+                total += dropped
+                op.late_dropped = 0  # type: ignore[union-attr]
+        return total
 
     @property
     def stateful_ids(self) -> list[str]:
@@ -48,9 +76,13 @@ class Pipeline:
     ) -> list[Event]:
         """Outputs of the batch in input order; an event whose record is at fault
         (`RecordError`) goes to `on_error`; any other error propagates: it is a bug."""
-        for op in self.operators:
+        for op, fanned in zip(self.operators, self._after_fan_out, strict=True):
             if op.stateful:
-                events = await _stateful_stage(op, events, states[op.id], on_error)  # type: ignore[arg-type]
+                state = cast(State, _Siblings(states[op.id])) if fanned else states[op.id]
+                if isinstance(op, BatchOperator):  # windows: the batch at once, with timers
+                    events = await op.run(events, state, on_error)
+                else:
+                    events = await _stateful_stage(op, events, state, on_error)  # type: ignore[arg-type]
             else:
                 events = _stateless_stage(op, events, on_error)  # type: ignore[arg-type]
         return events
@@ -64,9 +96,47 @@ def _stateless_stage(op: StatelessOperator, events: list[Event], on_error: OnErr
         except RecordError as exc:
             on_error(event, exc)
             continue
-        if result is not None:
+        if isinstance(result, list):
+            out.extend(result)
+        elif result is not None:
             out.append(result)
     return out
+
+
+class _Siblings:
+    """A stage's view of a `State` for events that share an offset (the outputs of one
+    record's `flat_map`), so that the recovery rule counts each of them.
+
+    An operator skips an event whose key is stamped at or past its offset: the key was
+    written before a crash. A sibling that wrote the key earlier in this same stage looks
+    just like that, so such a stamp is shown one offset lower. A stamp written before the
+    crash is shown as it is: state is cut between batches, so all of a record's siblings
+    were applied then, and all are skipped now.
+    """
+
+    def __init__(self, state: State) -> None:
+        self._state = state
+        self._written: dict[str, int] = {}  # key: offset written in this stage
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._state, name)  # whatever else a time-aware operator asks for
+
+    async def prefetch(self, keys: Any) -> None:
+        await self._state.prefetch(keys)
+
+    def get(self, key: str) -> Stamped | None:
+        found = self._state.get(key)
+        if found is not None and self._written.get(key) == found.offset:
+            return Stamped(found.value, found.offset - 1)
+        return found
+
+    def put(self, key: str, value: Any, offset: int) -> None:
+        self._written[key] = offset
+        self._state.put(key, value, offset)
+
+    def delete(self, key: str, offset: int) -> None:
+        self._written[key] = offset
+        self._state.delete(key, offset)
 
 
 async def _stateful_stage(

@@ -2,31 +2,74 @@
 
 from __future__ import annotations
 
+from tidemark.config.aggregation import Aggregate, Session
 from tidemark.config.model import (
     AggregateStep,
     FilterStep,
+    FlatMapStep,
     MapStep,
     ProjectStep,
+    PythonStep,
+    RenameStep,
+    RouteStep,
     Step,
     Topology,
 )
 from tidemark.operators.aggregate import KeyedAggregate
-from tidemark.operators.expressions import ExpressionError
+from tidemark.operators.custom import PythonMap, PythonStateful
+from tidemark.operators.events import StepError
 from tidemark.operators.pipeline import Operator, Pipeline
-from tidemark.operators.stateless import Filter, Map, Project
+from tidemark.operators.session import SessionAggregate
+from tidemark.operators.stateless import Filter, FlatMap, Map, Project, Rename, Route
+from tidemark.operators.window import TimeWindowAggregate
 
 
 def build_pipeline(topology: Topology) -> Pipeline:
-    """The topology's pipeline; `ExpressionError` (with the step's `path`) for an expression
-    that does not parse or is not allowed."""
+    """The topology's pipeline; `StepError` (with the step's `path`) for a step that cannot
+    be built: an expression that does not parse or is not allowed, a custom callable that
+    does not import, a misplaced `route`, two stateful steps with one id."""
     operators: list[Operator] = []
+    owners: dict[str, int] = {}  # stateful id: its step
     for i, step in enumerate(topology.pipeline):
         try:
-            operators.append(_operator(step))
-        except ExpressionError as exc:
-            exc.path = f"pipeline[{i}].{next(iter(type(step).model_fields))}"
+            _check_placement(topology, i, step)
+            operator = _operator(step)
+            if operator.stateful and operator.id in owners:
+                raise StepError(
+                    f"id {operator.id!r} is also pipeline[{owners[operator.id]}]'s: "
+                    "each stateful step keeps its own state, under its own id",
+                    ".id",
+                )
+        except StepError as exc:
+            exc.path = f"pipeline[{i}].{next(iter(type(step).model_fields))}{exc.path}"
             raise
+        if operator.stateful:
+            owners[operator.id] = i
+        operators.append(operator)
     return Pipeline(operators)
+
+
+def _check_placement(topology: Topology, i: int, step: Step) -> None:
+    """`route` chooses where outputs go, so it comes last; and with `otherwise` every record
+    is routed, so a sink would receive nothing (a mistake worth saying at load)."""
+    if not isinstance(step, RouteStep):
+        return
+    if i != len(topology.pipeline) - 1:
+        raise StepError("route must be the last step: it chooses where each output goes")
+    if step.otherwise is not None and topology.sink is not None:
+        raise StepError(
+            f"every record that matches no branch goes to {step.otherwise!r}, so the sink "
+            f"{topology.sink.topic!r} would receive nothing: remove one of them",
+            f"[{len(step.route) - 1}].otherwise",
+        )
+
+
+def _aggregate(spec: Aggregate) -> Operator:
+    if isinstance(spec.window, Session):
+        return SessionAggregate(spec)
+    if spec.window is not None:
+        return TimeWindowAggregate(spec)
+    return KeyedAggregate(spec)
 
 
 def _operator(step: Step) -> Operator:
@@ -38,5 +81,15 @@ def _operator(step: Step) -> Operator:
         case ProjectStep():
             return Project(step.project)
         case AggregateStep():
-            return KeyedAggregate(step.aggregate)
+            return _aggregate(step.aggregate)
+        case RenameStep():
+            return Rename(step.rename)
+        case FlatMapStep():
+            return FlatMap(step.flat_map.field, step.flat_map.as_)
+        case RouteStep():
+            branches = [(b.when, b.to) for b in step.route if b.when is not None and b.to]
+            return Route(branches, step.otherwise)
+        case PythonStep():
+            spec = step.python
+            return PythonStateful(spec) if spec.stateful else PythonMap(spec)
     raise AssertionError(f"unknown step {step!r}")

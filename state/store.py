@@ -18,6 +18,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from tidemark.config import faults
 from tidemark.config.state import NotPrefetched, Stamped
 from tidemark.state.chunks import Record
+from tidemark.state.clocks import CLOCK_KEY, StreamClock
 from tidemark.state.errors import Fenced, StateError
 from tidemark.state.names import state_id
 from tidemark.state.retry import DUPLICATE_KEY, with_retry
@@ -35,6 +36,7 @@ class PartitionStore:
         cache_entries: int = 100_000,
         flush_statements: int = 200,
         floor: int = 0,
+        base: int | None = None,
     ) -> None:
         self._coll = collection
         self.partition = partition
@@ -48,8 +50,11 @@ class PartitionStore:
         # because processing goes on while the flush runs.
         self._flushing: dict[str, tuple[str, str, Stamped]] = {}
         self.tombstones = 0  # deletes flushed and not yet swept
-        # Since the last `take_cache_stats`: keys found in memory, read, evicted.
+        # Since the last `take_cache_stats`: keys found in memory, read, evicted (metrics).
         self._hits = self._misses = self._evictions = 0
+        # Stream time per operator that keeps one (`clocks.py`), resolved at `base` = W.
+        self._base = base
+        self._clocks: dict[str, StreamClock] = {}
 
     def view(self, op: str) -> OperatorState:
         """The `State` of operator `op` in this partition."""
@@ -116,7 +121,47 @@ class PartitionStore:
         self._dirty.clear()
         self._flushing.clear()
 
-    def flush(self, epoch: int) -> Awaitable[Iterable[Record]]:
+    async def scan(self, op: str, low: str, high: str) -> list[tuple[str, Stamped]]:
+        """Live keys of `op` in `[low, high)` in key order, from MongoDB and memory; they
+        are cached, so `get` answers for them."""
+        lo, hi = state_id(op, self.partition, low), state_id(op, self.partition, high)
+        docs = await with_retry(
+            lambda: self._coll.find(
+                {"_id": {"$gte": lo, "$lt": hi}, "ep": {"$gte": self._floor}, "del": False},
+                {"v": 1, "off": 1},
+            ).to_list(None)
+        )
+        found: dict[str, Stamped] = {}
+        for doc in docs:
+            sid = doc["_id"]
+            found[sid] = self._cache.get(sid) or Stamped(doc.get("v"), doc.get("off", -1))
+        for pending in (self._flushing, self._dirty):  # newer than MongoDB, newest last
+            for sid, (_, _, stamped) in pending.items():
+                if lo <= sid < hi:
+                    found[sid] = stamped
+        prefix = len(lo) - len(low)
+        out = []
+        for sid in sorted(found):
+            stamped = found[sid]
+            self._cache[sid] = stamped
+            if stamped.value is not None:
+                out.append((sid[prefix:], stamped))
+        return out
+
+    async def load_clock(self, op: str) -> int:
+        """The stream time of `op` at `base` (read once, then kept in memory)."""
+        clock = self._clocks.get(op)
+        if clock is None:
+            sid = state_id(op, self.partition, CLOCK_KEY)
+            doc = await with_retry(lambda: self._coll.find_one({"_id": sid}, {"v": 1, "ep": 1}))
+            stored = doc.get("v") if doc is not None and doc.get("ep", 0) >= self._floor else None
+            clock = self._clocks[op] = StreamClock.resolve(stored, self._base, sid)
+        return clock.millis
+
+    def set_clock(self, op: str, millis: int) -> None:
+        self._clocks[op].millis = millis
+
+    def flush(self, epoch: int, cut: int | None = None) -> Awaitable[Iterable[Record]]:
         """Take the dirty keys now; the awaitable writes them conditional on `epoch`.
 
         The keys are taken at the call, so processing may go on while the write runs; puts
@@ -128,6 +173,11 @@ class PartitionStore:
         incremental mode reads it.
         """
         assert not self._flushing, "one flush at a time"
+        if cut is not None:  # the clocks as of the cut, in the same write as the state
+            for op, clock in self._clocks.items():
+                if (stored := clock.to_store(cut)) is not None:
+                    sid = state_id(op, self.partition, CLOCK_KEY)
+                    self._dirty[sid] = (op, CLOCK_KEY, Stamped(stored, cut - 1))
         self._flushing, self._dirty = self._dirty, {}
         now = dt.datetime.now(dt.UTC)
         statements = [
@@ -226,3 +276,12 @@ class OperatorState:
 
     def delete(self, key: str, offset: int) -> None:
         self._store.put(self._op, key, None, offset)
+
+    async def scan(self, low: str, high: str) -> list[tuple[str, Stamped]]:
+        return await self._store.scan(self._op, low, high)
+
+    async def load_stream_time(self) -> int:
+        return await self._store.load_clock(self._op)
+
+    def set_stream_time(self, millis: int) -> None:
+        self._store.set_clock(self._op, millis)

@@ -1,8 +1,8 @@
 """`tidemark init`: create what a topology needs before its first worker starts.
 
 Idempotent, for a one-shot init container or Job: missing Kafka topics (source, sink,
-dead letters) are created with the given partition count; existing ones are left as they
-are. Then the MongoDB collections and indexes the workers would create at start.
+route topics, dead letters) are created with the given partition count; existing ones are
+left as they are. Then the MongoDB collections and indexes the workers would create at start.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pymongo import AsyncMongoClient
 
 from tidemark.config import Topology, secrets
 from tidemark.processor.kafka.clients import base
-from tidemark.processor.kafka.topics import partition_counts
+from tidemark.processor.kafka.topics import partition_counts, route_topics
 from tidemark.state import ensure_collections
 
 EXIT_FAILED = 1
@@ -27,6 +27,7 @@ async def initialize(topology: Topology, partitions: int | None, replication: in
     """Create what is missing; print one line per thing; the exit code."""
     t = topology
     names = [t.source.topic, t.dead_letter_topic, *([t.sink.topic] if t.sink else [])]
+    names += [r for r in route_topics(t) if r not in names]
     try:
         counts = await asyncio.to_thread(partition_counts, t, names)
         missing = [n for n in names if n not in counts]

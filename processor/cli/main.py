@@ -12,7 +12,7 @@ import structlog
 
 from tidemark.config import ConfigError, Topology, load_topology, secrets
 from tidemark.config.loader import FieldError
-from tidemark.operators.expressions import ExpressionError
+from tidemark.operators.events import StepError
 from tidemark.processor.cli.commands import HANDLERS, add_parsers
 from tidemark.processor.cli.commands import run as commands_run
 from tidemark.processor.observability import logs
@@ -80,8 +80,10 @@ def _load(path: str) -> Topology:
 
     topology = load_topology(path)
     try:
-        build_pipeline(topology)  # expressions are checked at load, not at the first record
-    except ExpressionError as exc:
+        # Expressions, custom callables and the steps' order are checked at load, not at the
+        # first record.
+        build_pipeline(topology)
+    except StepError as exc:
         raise ConfigError(path, [FieldError(exc.path, str(exc))]) from exc
     return topology
 

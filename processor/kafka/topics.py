@@ -1,4 +1,5 @@
-"""Topic checks at start: the source and sink exist, the dead-letter topic is created."""
+"""Topic checks at start: the source, sink and route topics exist, the dead-letter topic is
+created."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from tidemark.config import Topology
 from tidemark.config.errors import TidemarkError
+from tidemark.config.model import RouteStep
 from tidemark.processor.kafka.clients import base
 
 
@@ -31,15 +33,24 @@ def partition_counts(topology: Topology, topics: list[str]) -> dict[str, int]:
     }
 
 
+def route_topics(topology: Topology) -> list[str]:
+    """The topics `route` steps send to."""
+    steps = [s for s in topology.pipeline if isinstance(s, RouteStep)]
+    return list(dict.fromkeys(t for s in steps for t in s.topics()))
+
+
 def check_topics(topology: Topology) -> dict[str, int]:
-    """Fail clearly if the source or sink is missing; create the dead-letter topic if missing."""
-    names = [topology.source.topic, topology.dead_letter_topic]
+    """Fail clearly if the source, sink or a route topic is missing; create the dead-letter
+    topic if missing."""
+    routes = route_topics(topology)
+    names = [topology.source.topic, topology.dead_letter_topic, *routes]
     if topology.sink:
         names.append(topology.sink.topic)
     counts = partition_counts(topology, names)
     for role, topic in (
         ("source", topology.source.topic),
         ("sink", getattr(topology.sink, "topic", None)),
+        *(("route", t) for t in routes),
     ):
         if topic is not None and topic not in counts:
             raise TopologyError(f"{role} topic {topic!r} does not exist; create it first")

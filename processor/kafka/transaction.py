@@ -128,8 +128,10 @@ class Transaction:
         value: bytes | None,
         partition: int | None = None,
         headers: list[tuple[str, bytes]] | None = None,
+        timestamp: int = 0,
     ) -> None:
-        """Produce into the open transaction, waiting for room when the queue is full."""
+        """Produce into the open transaction, waiting for room when the queue is full;
+        `timestamp` in epoch ms (0: the producer's clock)."""
         while True:
             try:
                 self._producer.produce(
@@ -138,6 +140,7 @@ class Transaction:
                     key,
                     partition=-1 if partition is None else partition,  # -1: the partitioner's
                     headers=headers,  # type: ignore[arg-type]
+                    timestamp=timestamp,
                 )
                 return
             except BufferError:

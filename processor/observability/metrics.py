@@ -21,6 +21,9 @@ RECORDS_OUT = Counter("tidemark_records_out", "Records produced to the sink", [T
 DEAD_LETTERS = Counter(
     "tidemark_dead_letters", "Records sent to dead letters, by error class", [T, P, "reason"]
 )
+LATE_DROPPED = Counter(
+    "tidemark_late_records_dropped", "Records too late for their windows, dropped", [T, P]
+)
 CONSUMER_LAG = Gauge(
     "tidemark_consumer_lag_records",
     "Log end minus the committed offset (C), after a commit",

@@ -259,10 +259,8 @@ class _Cut:
     def take(cls, part: Partition) -> _Cut:
         dead_letters, part.dead_letters = part.dead_letters, 0
         if part.checkpointable():
-            documents = part.store.dirty_count
-            return cls(
-                part, part.cut_offset(), part.store.flush(part.epoch), dead_letters, documents
-            )
+            documents, cut = part.store.dirty_count, part.cut_offset()
+            return cls(part, cut, part.store.flush(part.epoch, cut), dead_letters, documents)
         # Failed while re-applying [W, C): record the failure at W and flush nothing, since
         # keys of a crashed owner's partial flush may lie between W and the position.
         return cls(part, part.checkpoint.offset, _nothing(), dead_letters, 0, consistent=False)

@@ -32,7 +32,12 @@ def new_partition(
     """A `Partition` over its state store, for the worker and the replay alike."""
     t = topology
     store = PartitionStore(
-        collection, cp.partition, t.state.cache_entries, t.state.flush_statements, cp.floor
+        collection,
+        cp.partition,
+        t.state.cache_entries,
+        t.state.flush_statements,
+        cp.floor,
+        base=cp.offset,  # W: stream times are read as of here
     )
     return Partition(
         checkpoint=cp,

@@ -94,23 +94,30 @@ class BatchProcessor:
             return  # dropped while its state was read (memory forgotten): the batch is void
         if not part.processing:
             return  # dropped meanwhile: none of this batch may be produced
-        sink = self.topology.sink
-        if sink is not None:
-            emitted = [out for out in outputs if out.offset >= part.emit_from]
-            for out in emitted:
-                self._emit(part, out, sink.topic)
-            self._metrics.outputs(part.number).inc(len(emitted))
+        sink = self.topology.sink.topic if self.topology.sink else None
+        emitted = 0
+        for out in outputs:
+            # `route` may name a topic; without one an output goes to the sink, if any.
+            topic = out.topic or sink
+            if topic is not None and out.offset >= part.emit_from:
+                self._emit(part, out, topic)
+                emitted += 1
+        if emitted:
+            self._metrics.outputs(part.number).inc(emitted)
         if failures:
             self._dead_letter(part, [r for r in batch if r.offset in failures], failures)
         self._count_failures(part, batch, failures)
         part.processed(batch[-1].offset + 1)
         part.records_since_snapshot += len(batch)
         self._metrics.batch_done(part, len(batch), time.perf_counter() - started)
+        if dropped := self.pipeline.take_late_dropped():
+            self._metrics.late_dropped(part.number, dropped)
 
     def _emit(self, part: Partition, out: Event, topic: str) -> None:
         key = out.key.encode() if out.key is not None else None
         value = orjson.dumps(out.value)
-        self._tx.produce(topic, key, value, part.number if self._sink_partitioned else None)
+        partition = part.number if self._sink_partitioned and out.topic is None else None
+        self._tx.produce(topic, key, value, partition, timestamp=out.timestamp)
 
     def _dead_letter(
         self, part: Partition, failed: list[Raw], errors: dict[int, RecordError]
@@ -142,7 +149,7 @@ class BatchProcessor:
     ) -> None:
         for r in batch:
             exc = failures.get(r.offset)
-            if exc is None:
+            if exc is None or exc.reason == "late":  # late is not poison: the stream is fine
                 part.consecutive_failures = 0
                 continue
             part.consecutive_failures += 1
@@ -171,6 +178,9 @@ class _Meters:
         if (child := self._out.get(partition)) is None:
             child = self._out[partition] = metrics.RECORDS_OUT.labels(self._t, str(partition))
         return child
+
+    def late_dropped(self, partition: int, records: int) -> None:
+        metrics.LATE_DROPPED.labels(self._t, str(partition)).inc(records)
 
     def dead_letter(self, partition: int, reason: str) -> None:
         metrics.DEAD_LETTERS.labels(self._t, str(partition), reason).inc()

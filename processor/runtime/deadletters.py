@@ -31,6 +31,7 @@ def dead_letter(
     headers = [
         ("tidemark.error.class", type(error).__name__.encode()),
         ("tidemark.error.message", secrets.scrub(str(error))[:2000].encode()),
+        ("tidemark.error.reason", str(getattr(error, "reason", "invalid")).encode()),
         ("tidemark.source.topic", topic.encode()),
         ("tidemark.source.partition", str(partition).encode()),
         ("tidemark.source.offset", str(offset).encode()),

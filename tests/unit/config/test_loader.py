@@ -34,15 +34,15 @@ def test_example_loads_with_defaults_from_environment() -> None:
     assert topology.dead_letter_topic == "clicks-per-user.dlq"
     assert [a.id for a in topology.aggregates()] == ["per_user"]
     assert topology.aggregates()[0].compute == {
-        "count": ("count", None),
-        "total": ("sum", "amount"),
+        "count": ("count", None, None),
+        "total": ("sum", "amount", None),
     }
 
 
 def test_unknown_aggregation_is_reported_with_its_path() -> None:
     assert errors_of(example(**{"sum: amount": "summ: amount"})) == [
         "pipeline[1].aggregate.compute.total: unknown aggregation 'summ'"
-        " (known: count, sum, min, max, avg, first, last)"
+        " (known: count, sum, min, max, avg, first, last, distinct_count, collect, python)"
     ]
 
 
@@ -56,7 +56,8 @@ def test_every_error_is_reported_at_once() -> None:
 
 def test_unknown_step_kind() -> None:
     assert errors_of(example(**{"- filter:": "- filtr:"})) == [
-        "pipeline[0]: a step is one of filter, map, project, aggregate"
+        "pipeline[0]: a step is one of filter, map, project, aggregate, rename, flat_map, route,"
+        " python"
     ]
 
 

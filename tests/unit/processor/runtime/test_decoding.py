@@ -51,3 +51,12 @@ def test_dead_letter_headers_and_truncation() -> None:
     assert headers["tidemark.source.offset"] == b"42"
     assert headers["tidemark.truncated_from"] == str(len(big)).encode()
     assert letter.value is not None and len(letter.value) == MAX_DEAD_LETTER_BYTES
+
+
+def test_a_value_nested_deeper_than_outputs_can_be_written_is_refused() -> None:
+    deep = b'{"a":' * 220 + b"1" + b"}" * 220
+    with pytest.raises(RecordError) as caught:
+        Decoder(Source(topic="t")).decode(None, deep, 0, 0)
+    assert caught.value.reason == "too_deep"
+    shallow = b'{"a":' * 150 + b"1" + b"}" * 150
+    assert Decoder(Source(topic="t")).decode(None, shallow, 0, 0).value["a"]

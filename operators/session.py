@@ -1,0 +1,171 @@
+"""Session windows over a keyed aggregate, with Kafka Streams' semantics.
+
+Per record (group key k, event time t, offset o), as `KStreamSessionWindowAggregate`:
+
+- stream time st = max(st, t), this record included;
+- the record merges with every open session of k that ends at or after `t - gap` and
+  starts at or before `t + gap` (exactly `gap` apart merge, `gap + 1` do not); the merged
+  session spans `[first, last]` event time, both inclusive;
+- it is late, and not applied, when the merged session's end < st - gap - grace;
+- a session is closed once `end + gap + grace <= st`: emitted then with `emit: on_close`,
+  and never merged into again (a later record near it starts a session of its own).
+
+State keys: `s|<k>` holds k's open sessions `[start, end, accumulator, largest event
+time, last offset]`; `t|<end + gap + grace>|<start>|<k>` is each one's closing timer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from tidemark.config.aggregation import Aggregate, Session
+from tidemark.config.state import State
+from tidemark.operators.accumulators import Accumulators
+from tidemark.operators.events import Event, RecordError, StepError, iso
+from tidemark.operators.timers import Clock, timer_key
+from tidemark.operators.window import TimedInput, bounds
+
+_WIDTH = 15
+OnError = Callable[[Event, RecordError], None]
+
+
+class SessionAggregate:
+    """A keyed aggregate per session window."""
+
+    stateful = True
+    batched = True
+    fans_out = True  # several outputs per record (hopping updates, closings)
+
+    def __init__(self, spec: Aggregate) -> None:
+        assert isinstance(spec.window, Session)
+        if any(s.function == "python" for s in spec.compute.values()):
+            raise StepError(
+                "python reducers cannot merge sessions; use them without session windows"
+            )
+        self.id = spec.id
+        self._input = TimedInput(spec)
+        self._acc = Accumulators(spec.compute)
+        self._gap, self._grace = spec.window.gap, spec.window.grace
+        self._on_close = spec.emits_on_close
+        self._dead_letter_late = spec.on_late == "dead_letter"
+        self.late_dropped = 0
+
+    async def run(self, events: list[Event], state: State, on_error: OnError) -> list[Event]:
+        """Apply a batch; the outputs (updates, or sessions closed by it) in offset order."""
+        read: list[tuple[Event, str, int]] = []
+        for event in events:
+            try:
+                key, t = self._input.read(event)
+            except RecordError as exc:
+                on_error(event, exc)
+                continue
+            read.append((event, key, t))
+        await state.prefetch({_sessions_key(k) for _, k, _ in read})
+        clock = await Clock.load(state)
+        out: list[Event] = []
+        for event, key, t in read:
+            before = clock.now
+            clock.observe(t, event.offset)
+            try:
+                self._apply(event, key, t, before, clock, state, out)
+            except RecordError as exc:
+                on_error(event, exc)
+        out += await self._close(clock, state)
+        out.sort(key=lambda e: e.offset)
+        return out
+
+    def _closes_at(self, end: int) -> int:
+        return end + self._gap + self._grace
+
+    def _apply(
+        self,
+        event: Event,
+        key: str,
+        t: int,
+        before: int,
+        clock: Clock,
+        state: State,
+        out: list[Event],
+    ) -> None:
+        skey = _sessions_key(key)
+        current = state.get(skey)
+        if current is not None and current.offset >= event.offset:
+            return  # applied before a crash
+        sessions: list[list[Any]] = list(current.value or []) if current is not None else []
+        st = clock.now
+        # Kafka Streams merges first and then lets suppress emit: a session is out of reach
+        # if stream time had closed it before this record, or if this record's time puts it
+        # past retention (end + gap + grace < st), even if this batch has not closed it yet.
+        merging = [
+            s
+            for s in sessions
+            if before < self._closes_at(s[1]) >= st
+            and s[1] >= t - self._gap
+            and s[0] <= t + self._gap
+        ]
+        start = min([t, *(s[0] for s in merging)])
+        end = max([t, *(s[1] for s in merging)])
+        if end < st - self._gap - self._grace:
+            if self._dead_letter_late:
+                raise RecordError(
+                    f"late: session of {iso(t)} closed by stream time {iso(st)}", "late"
+                )
+            self.late_dropped += 1
+            return
+        acc: dict[str, Any] = {}
+        for s in sorted(merging, key=lambda s: s[0]):
+            self._acc.merge(acc, s[2])
+            state.delete(timer_key(self._closes_at(s[1]), _ident(s[0], key)), event.offset)
+        self._acc.fold(acc, event.value)
+        latest = max([t, *(s[3] for s in merging)])
+        kept = [s for s in sessions if not any(s is m for m in merging)]
+        merged = [start, end, acc, latest, event.offset]
+        state.put(skey, sorted([*kept, merged], key=lambda s: s[0]), event.offset)
+        clock.set_timer(state, self._closes_at(end), _ident(start, key), end, event.offset)
+        if not self._on_close:
+            out.append(
+                Event(key, {**self._acc.result(acc), **bounds(start, end)}, event.offset, latest)
+            )
+
+    async def _close(self, clock: Clock, state: State) -> list[Event]:
+        due = await clock.due(state)
+        if not due:
+            return []
+        await state.prefetch({_sessions_key(_split(ident)[1]) for _, ident, _ in due})
+        out = []
+        for when, ident, offset in due:
+            start, key = _split(ident)
+            skey = _sessions_key(key)
+            current = state.get(skey)
+            sessions = list(current.value or []) if current is not None else []
+            found = next(
+                (s for s in sessions if s[0] == start and self._closes_at(s[1]) == when), None
+            )
+            at = max(offset, found[4] if found else -1)
+            state.delete(timer_key(when, ident), at)
+            if found is None:
+                continue  # closed before a crash; its timer's delete did not land
+            if self._on_close:
+                value = {**self._acc.result(found[2]), **bounds(found[0], found[1])}
+                out.append(Event(key, value, at, found[3]))
+            rest = [s for s in sessions if s is not found]
+            stamp = max(at, current.offset if current is not None else -1)
+            if rest:
+                state.put(skey, rest, stamp)
+            else:
+                state.delete(skey, stamp)
+        return out
+
+
+def _sessions_key(key: str) -> str:
+    return f"s|{key}"
+
+
+def _ident(start: int, key: str) -> str:
+    return f"{start:0{_WIDTH}d}|{key}"
+
+
+def _split(ident: str) -> tuple[int, str]:
+    start, _, key = ident.partition("|")
+    return int(start), key
