@@ -16,15 +16,22 @@ import matplotlib.pyplot as plt
 
 def main(results: Path) -> None:
     runs = json.loads((results / "throughput.json").read_text())
+    colors = {
+        "ceiling": "#888888",
+        "tidemark": "#1f77b4",
+        "tidemark-tumbling": "#2ca02c",
+        "quixstreams": "#ff7f0e",
+    }
+    order = list(colors)
     names = sorted(
         {r["contender"] for r in runs},
-        key=lambda n: ["ceiling", "tidemark", "quixstreams"].index(n),
+        key=lambda n: order.index(n) if n in order else len(order),
     )
     medians = [
         statistics.median(r["events_per_s"] for r in runs if r["contender"] == n) for n in names
     ]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.bar(names, medians, color=["#888888", "#1f77b4", "#ff7f0e"][: len(names)])
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.bar(names, medians, color=[colors.get(n, "#9467bd") for n in names])
     ax.set_ylabel("events/s (median of runs)")
     ax.set_title("Throughput: 1M events, 100k Zipf keys, count+sum per key")
     fig.tight_layout()

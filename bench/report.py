@@ -48,6 +48,13 @@ def write_report(results: Path) -> None:
                 f"| {n} | {medians[n]:,.0f} | {min(rates[n]):,.0f}-{max(rates[n]):,.0f} | "
                 f"{to_ceiling:.2f} | {to_quix:.2f} | {'yes' if correct[n] else 'NO'} |"
             )
+        if "tidemark-tumbling" in names:
+            lines += [
+                "",
+                "tidemark-tumbling: the same count and sum per user in 10 s tumbling windows of "
+                "the Kafka record timestamp, `emit: on_update`; correct when each key's last "
+                "outputs per window sum to its totals.",
+            ]
         lines += ["", "![throughput](throughput.png)", ""]
     if recovery:
         sizes = sorted({int(r["keys"]) for r in recovery})  # type: ignore[call-overload]

@@ -1,10 +1,14 @@
 """`make bench`: the same workload through every contender, interleaved, checked, reported.
 
 Each run of a contender gets its own sink topic and consumer group over one shared input
-topic. Time runs from the first output's create time (the first record consumed, plus one
-record's processing) to the moment the harness has read the last output with
+topic. Time runs from the first output's timestamp (the broker's append time: Tidemark's
+outputs carry event time) to the moment the harness has read the last output with
 `read_committed`. A contender whose final per-key values differ from the truth is marked
 wrong and its speed does not count.
+
+`tidemark-tumbling` runs the same aggregate per 10 s tumbling window of the Kafka record
+timestamp with `emit: on_update`, so it too emits one output per input; its check sums the
+last output per (key, window_start) over the windows of each key.
 
 `--baseline DIR` adds the contender `tidemark-baseline`: the same topology run by an older
 checkout in DIR (a git worktree of a revision whose packages were top-level), started as
@@ -24,8 +28,10 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import orjson
 import yaml
@@ -39,7 +45,8 @@ from bench.workload import Truth, produce_workload
 ROOT = Path(__file__).resolve().parent.parent
 QUIX_PYTHON = ROOT / "bench/.venv-quix/bin/python"
 RESULTS = ROOT / "bench/results"
-CONTENDERS = ("ceiling", "tidemark", "quixstreams")
+TUMBLING = "tidemark-tumbling"
+CONTENDERS = ("ceiling", "tidemark", TUMBLING, "quixstreams")
 BASELINE = "tidemark-baseline"
 PARTITIONS = 4
 
@@ -56,9 +63,9 @@ class Result:
     note: str = ""
 
 
-def create_topics(bootstrap: str, names: list[str]) -> None:
+def create_topics(bootstrap: str, names: list[str], config: dict[str, str] | None = None) -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    futures = admin.create_topics([NewTopic(n, PARTITIONS, 1) for n in names])
+    futures = admin.create_topics([NewTopic(n, PARTITIONS, 1, config=config or {}) for n in names])
     for future in futures.values():
         future.result(timeout=30)
 
@@ -93,20 +100,19 @@ def command(
             group,
             str(workdir / "quix-state"),
         ]
+    aggregate: dict[str, Any] = {
+        "id": "per_user",
+        "key": "user_id",
+        "compute": {"count": "count", "total": {"sum": "amount"}},
+    }
+    if contender == TUMBLING:  # event time: the Kafka record timestamp (no `time:` field)
+        aggregate |= {"window": {"type": "tumbling", "size": "10s"}, "emit": "on_update"}
     topology = {
         "name": group,
         "kafka": {"bootstrap_servers": bootstrap, "consumer": {"session.timeout.ms": 6000}},
         "mongo": {"uri": env["MONGO_URI"], "database": "bench"},
         "source": {"topic": source, "key": "user_id"},
-        "pipeline": [
-            {
-                "aggregate": {
-                    "id": "per_user",
-                    "key": "user_id",
-                    "compute": {"count": "count", "total": {"sum": "amount"}},
-                }
-            }
-        ],
+        "pipeline": [{"aggregate": aggregate}],
         "sink": {"topic": sink},
         "checkpoint": {"interval": "1s"},
     }
@@ -138,10 +144,62 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+Slot = str | tuple[str, int]  # a key, or a key and a window_start
+Kept = dict[Slot, list[int]]
+
+
+@dataclass(frozen=True)
+class Check:
+    """How a kind of contender is checked: `slot` names the earlier output an output replaces,
+    `correct` compares the last `[count, total]` per slot with the truth."""
+
+    slot: Callable[[str, dict[str, Any]], Slot]
+    correct: Callable[[Kept, Truth], bool]
+    wrong: str
+
+
+def _per_key(key: str, value: dict[str, Any]) -> Slot:
+    return key
+
+
+def _running_correct(last: Kept, truth: Truth) -> bool:
+    """A running aggregate: the last output per key is the key's final count and sum."""
+    return last == truth.totals
+
+
+def _per_window(key: str, value: dict[str, Any]) -> Slot:
+    return key, value["window_start"]
+
+
+def _windowed_correct(last: Kept, truth: Truth) -> bool:
+    """Windows: the last output per (key, window_start), summed over a key's windows."""
+    sums: dict[str, list[int]] = {}
+    for slot, (count, total) in last.items():
+        key, _start = cast(tuple[str, int], slot)
+        entry = sums.setdefault(key, [0, 0])
+        entry[0] += count
+        entry[1] += total
+    return sums == truth.totals
+
+
+RUNNING = Check(_per_key, _running_correct, "final per-key values differ from the truth")
+WINDOWED = Check(_per_window, _windowed_correct, "per-key sums over windows differ from the truth")
+
+
+def check_for(contender: str) -> Check:
+    return WINDOWED if contender == TUMBLING else RUNNING
+
+
 def read_outputs(
-    bootstrap: str, sink: str, events: int, proc: subprocess.Popen[bytes], timeout: float
-) -> tuple[float, float, dict[str, list[int]], float]:
-    """Read `events` committed outputs: (first create time, end time, last value per key, rss)."""
+    bootstrap: str,
+    sink: str,
+    events: int,
+    proc: subprocess.Popen[bytes],
+    timeout: float,
+    slot: Callable[[str, dict[str, Any]], Slot] = _per_key,
+) -> tuple[float, float, Kept, float]:
+    """Read `events` committed outputs: (first output's append time, end time, last
+    `[count, total]` per `slot`, rss)."""
     reader = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -151,7 +209,7 @@ def read_outputs(
         }
     )
     reader.assign([TopicPartition(sink, p, 0) for p in range(PARTITIONS)])
-    last: dict[str, list[int]] = {}
+    last: Kept = {}
     first_ts, seen, rss = float("inf"), 0, 0.0
     deadline = time.monotonic() + timeout
     try:
@@ -164,7 +222,7 @@ def read_outputs(
                 seen += 1
                 first_ts = min(first_ts, msg.timestamp()[1] / 1000)
                 value = orjson.loads(msg.value())
-                last[msg.key().decode()] = [value["count"], value["total"]]
+                last[slot(msg.key().decode(), value)] = [value["count"], value["total"]]
             rss = max(rss, peak_rss_mb(proc.pid))
         return first_ts, time.time(), last, rss
     finally:
@@ -183,7 +241,12 @@ def run_one(
 ) -> Result:
     tag = f"{contender}-{run}-{uuid.uuid4().hex[:6]}"
     sink, group = f"bench-out-{tag}", f"bench-{tag}"
-    create_topics(env["KAFKA_BOOTSTRAP_SERVERS"], [sink])
+    # The broker stamps outputs: Tidemark gives its outputs the event time (here the input's
+    # produce time), so their create time would start the clock before the contender did.
+    create_topics(
+        env["KAFKA_BOOTSTRAP_SERVERS"], [sink], {"message.timestamp.type": "LogAppendTime"}
+    )
+    check = check_for(contender)
     with tempfile.TemporaryDirectory() as tmp:
         argv = command(contender, env, source, sink, group, events, Path(tmp))
         cwd, proc_env = launch_context(contender, env, baseline)
@@ -191,11 +254,11 @@ def run_one(
         proc = subprocess.Popen(argv, cwd=cwd, env=proc_env, stdout=log, stderr=subprocess.STDOUT)
         try:
             first, end, last, rss = read_outputs(
-                env["KAFKA_BOOTSTRAP_SERVERS"], sink, events, proc, timeout
+                env["KAFKA_BOOTSTRAP_SERVERS"], sink, events, proc, timeout, check.slot
             )
             seconds = end - first
-            correct = last == truth.totals
-            note = "" if correct else "final per-key values differ from the truth"
+            correct = check.correct(last, truth)
+            note = "" if correct else check.wrong
             return Result(contender, run, events, seconds, events / seconds, correct, rss, note)
         except TimeoutError as exc:
             return Result(contender, run, events, float("nan"), 0.0, False, 0.0, str(exc))

@@ -140,11 +140,21 @@ class Aggregate(Strict):
     on_late: Literal["dead_letter", "drop"] = Field(
         "dead_letter", description="a record too late for every window it falls in"
     )
+    ttl: Millis | None = Field(
+        None,
+        description="without a window: a key expires this long after its latest event time, "
+        "by stream time",
+    )
 
     @model_validator(mode="after")
     def _emit_needs_window(self) -> Aggregate:
         if self.emit == "on_close" and self.window is None:
             raise ValueError("emit: on_close needs a window")
+        if self.ttl is not None and self.window is not None:
+            raise ValueError(
+                "ttl is for aggregates without a window: a window's state is removed when it "
+                "closes (after its grace)"
+            )
         reserved = {"window_start", "window_end", "window_start_iso", "window_end_iso"}
         if self.window is not None and (clash := reserved & set(self.compute)):
             raise ValueError(f"{sorted(clash)} are reserved for the window bounds")

@@ -70,7 +70,17 @@ def parse_topology(
         raise ConfigError(source, [_field_error(e) for e in exc.errors()]) from exc
 
 
-_STEP_TAGS = {"filter", "map", "project", "aggregate", "rename", "flat_map", "route", "python"}
+_STEP_TAGS = {
+    "filter",
+    "map",
+    "project",
+    "aggregate",
+    "rename",
+    "flat_map",
+    "route",
+    "python",
+    "dedupe",
+}
 _PLAIN_KEY = re.compile(r"^[\w.-]+$")
 
 

@@ -16,8 +16,9 @@ from pydantic import (
 )
 
 from tidemark.config import secrets
-from tidemark.config.aggregation import AGGREGATIONS, Aggregate
+from tidemark.config.aggregation import AGGREGATIONS, Aggregate, Millis
 from tidemark.config.base import NAME, Strict, field_path
+from tidemark.config.dedupe import Dedupe
 from tidemark.config.durations import Duration
 
 __all__ = ["AGGREGATIONS", "Aggregate", "Strict", "Topology", "field_path"]
@@ -153,6 +154,10 @@ class AggregateStep(Strict):
     aggregate: Aggregate
 
 
+class DedupeStep(Strict):
+    dedupe: Dedupe
+
+
 def _step_kind(step: Any) -> str | None:
     if isinstance(step, dict) and len(step) == 1:
         return str(next(iter(step)))
@@ -264,6 +269,9 @@ class PythonCall(Strict):
     id: Annotated[str, Field(pattern=_NAME)] | None = Field(
         None, description="stateful: names the state"
     )
+    ttl: Millis | None = Field(
+        None, description="stateful: a key expires this long after its latest event time"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -278,6 +286,8 @@ class PythonCall(Strict):
             raise ValueError("a stateful python step needs `key` and `id`")
         if not self.stateful and (self.key is not None or self.id is not None):
             raise ValueError("`key` and `id` are for stateful python steps (stateful: true)")
+        if not self.stateful and self.ttl is not None:
+            raise ValueError("`ttl` is for stateful python steps (stateful: true)")
         return self
 
 
@@ -293,12 +303,14 @@ Step = Annotated[
     | Annotated[RenameStep, Tag("rename")]
     | Annotated[FlatMapStep, Tag("flat_map")]
     | Annotated[RouteStep, Tag("route")]
-    | Annotated[PythonStep, Tag("python")],
+    | Annotated[PythonStep, Tag("python")]
+    | Annotated[DedupeStep, Tag("dedupe")],
     Discriminator(
         _step_kind,
         custom_error_type="unknown_step",
         custom_error_message=(
-            "a step is one of filter, map, project, aggregate, rename, flat_map, route, python"
+            "a step is one of filter, map, project, aggregate, rename, flat_map, route, python,"
+            " dedupe"
         ),
     ),
 ]

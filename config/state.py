@@ -11,6 +11,9 @@ from typing import Any, NamedTuple, Protocol
 from tidemark.config.errors import TidemarkError
 
 NO_TIME = -1  # stream time before the first record
+# Keys of timers (`operators/timers.py`): the store writes the ones being set before
+# anything else of a flush, so no crash leaves a window without the timer that closes it.
+TIMER_PREFIX = "t|"
 
 
 class NotPrefetched(TidemarkError):

@@ -111,6 +111,15 @@ def event_time(value: Any, path: tuple[str, ...]) -> int:
     )
 
 
+def record_time(event: Event, path: tuple[str, ...] | None) -> int:
+    """A record's event time: the field at `path` if given, else its own (`source.time`, or
+    the Kafka timestamp); `RecordError` if it is missing, unreadable or before 1970."""
+    t = event_time(event.value, path) if path else event.timestamp
+    if t < 0:
+        raise RecordError(f"event time {t} is before 1970", "bad_time")
+    return t
+
+
 def iso(millis: int) -> str:
     """Epoch milliseconds as ISO 8601 UTC, millisecond precision."""
     return (

@@ -60,11 +60,18 @@ class Pipeline:
 
     def take_late_dropped(self) -> int:
         """Records windows dropped as late (`on_late: drop`) since the last call."""
+        return self._take("late_dropped")
+
+    def take_duplicates_dropped(self) -> int:
+        """Records `dedupe` dropped as duplicates since the last call."""
+        return self._take("duplicates_dropped")
+
+    def _take(self, counter: str) -> int:
         total = 0
         for op in self.operators:
-            if dropped := getattr(op, "late_dropped", 0):
+            if dropped := getattr(op, counter, 0):
                 total += dropped
-                op.late_dropped = 0  # type: ignore[union-attr]
+                setattr(op, counter, 0)
         return total
 
     @property

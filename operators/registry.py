@@ -5,6 +5,7 @@ from __future__ import annotations
 from tidemark.config.aggregation import Aggregate, Session
 from tidemark.config.model import (
     AggregateStep,
+    DedupeStep,
     FilterStep,
     FlatMapStep,
     MapStep,
@@ -17,7 +18,9 @@ from tidemark.config.model import (
 )
 from tidemark.operators.aggregate import KeyedAggregate
 from tidemark.operators.custom import PythonMap, PythonStateful
+from tidemark.operators.dedupe import Dedupe
 from tidemark.operators.events import StepError
+from tidemark.operators.expiry import Expiring
 from tidemark.operators.pipeline import Operator, Pipeline
 from tidemark.operators.session import SessionAggregate
 from tidemark.operators.stateless import Filter, FlatMap, Map, Project, Rename, Route
@@ -69,6 +72,8 @@ def _aggregate(spec: Aggregate) -> Operator:
         return SessionAggregate(spec)
     if spec.window is not None:
         return TimeWindowAggregate(spec)
+    if spec.ttl is not None:  # batched for its timers; without a ttl it stays per event
+        return Expiring(KeyedAggregate(spec), spec.ttl, spec.time)
     return KeyedAggregate(spec)
 
 
@@ -91,5 +96,11 @@ def _operator(step: Step) -> Operator:
             return Route(branches, step.otherwise)
         case PythonStep():
             spec = step.python
-            return PythonStateful(spec) if spec.stateful else PythonMap(spec)
+            if not spec.stateful:
+                return PythonMap(spec)
+            if spec.ttl is not None:
+                return Expiring(PythonStateful(spec), spec.ttl)
+            return PythonStateful(spec)
+        case DedupeStep():
+            return Dedupe(step.dedupe)
     raise AssertionError(f"unknown step {step!r}")

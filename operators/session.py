@@ -10,8 +10,9 @@ Per record (group key k, event time t, offset o), as `KStreamSessionWindowAggreg
 - a session is closed once `end + gap + grace <= st`: emitted then with `emit: on_close`,
   and never merged into again (a later record near it starts a session of its own).
 
-State keys: `s|<k>` holds k's open sessions `[start, end, accumulator, largest event
-time, last offset]`; `t|<end + gap + grace>|<start>|<k>` is each one's closing timer.
+State keys: `s|<k>` holds k's open sessions (`start`, `end`, accumulator `acc`, largest
+event time `ts`, last offset `off`; documents, as FerretDB stores no arrays of arrays);
+`t|<end + gap + grace>|<start>|<k>` is each one's closing timer.
 """
 
 from __future__ import annotations
@@ -53,14 +54,7 @@ class SessionAggregate:
 
     async def run(self, events: list[Event], state: State, on_error: OnError) -> list[Event]:
         """Apply a batch; the outputs (updates, or sessions closed by it) in offset order."""
-        read: list[tuple[Event, str, int]] = []
-        for event in events:
-            try:
-                key, t = self._input.read(event)
-            except RecordError as exc:
-                on_error(event, exc)
-                continue
-            read.append((event, key, t))
+        read = self._input.read_all(events, on_error)
         await state.prefetch({_sessions_key(k) for _, k, _ in read})
         clock = await Clock.load(state)
         out: list[Event] = []
@@ -92,7 +86,7 @@ class SessionAggregate:
         current = state.get(skey)
         if current is not None and current.offset >= event.offset:
             return  # applied before a crash
-        sessions: list[list[Any]] = list(current.value or []) if current is not None else []
+        sessions: list[dict[str, Any]] = list(current.value or []) if current is not None else []
         st = clock.now
         # Kafka Streams merges first and then lets suppress emit: a session is out of reach
         # if stream time had closed it before this record, or if this record's time puts it
@@ -100,12 +94,12 @@ class SessionAggregate:
         merging = [
             s
             for s in sessions
-            if before < self._closes_at(s[1]) >= st
-            and s[1] >= t - self._gap
-            and s[0] <= t + self._gap
+            if before < self._closes_at(s["end"]) >= st
+            and s["end"] >= t - self._gap
+            and s["start"] <= t + self._gap
         ]
-        start = min([t, *(s[0] for s in merging)])
-        end = max([t, *(s[1] for s in merging)])
+        start = min([t, *(s["start"] for s in merging)])
+        end = max([t, *(s["end"] for s in merging)])
         if end < st - self._gap - self._grace:
             if self._dead_letter_late:
                 raise RecordError(
@@ -114,14 +108,16 @@ class SessionAggregate:
             self.late_dropped += 1
             return
         acc: dict[str, Any] = {}
-        for s in sorted(merging, key=lambda s: s[0]):
-            self._acc.merge(acc, s[2])
-            state.delete(timer_key(self._closes_at(s[1]), _ident(s[0], key)), event.offset)
+        for s in sorted(merging, key=lambda s: s["start"]):
+            self._acc.merge(acc, s["acc"])
+            state.delete(
+                timer_key(self._closes_at(s["end"]), _ident(s["start"], key)), event.offset
+            )
         self._acc.fold(acc, event.value)
-        latest = max([t, *(s[3] for s in merging)])
+        latest = max([t, *(s["ts"] for s in merging)])
         kept = [s for s in sessions if not any(s is m for m in merging)]
-        merged = [start, end, acc, latest, event.offset]
-        state.put(skey, sorted([*kept, merged], key=lambda s: s[0]), event.offset)
+        merged = {"start": start, "end": end, "acc": acc, "ts": latest, "off": event.offset}
+        state.put(skey, sorted([*kept, merged], key=lambda s: s["start"]), event.offset)
         clock.set_timer(state, self._closes_at(end), _ident(start, key), end, event.offset)
         if not self._on_close:
             out.append(
@@ -140,15 +136,16 @@ class SessionAggregate:
             current = state.get(skey)
             sessions = list(current.value or []) if current is not None else []
             found = next(
-                (s for s in sessions if s[0] == start and self._closes_at(s[1]) == when), None
+                (s for s in sessions if s["start"] == start and self._closes_at(s["end"]) == when),
+                None,
             )
-            at = max(offset, found[4] if found else -1)
+            at = max(offset, found["off"] if found else -1)
             state.delete(timer_key(when, ident), at)
             if found is None:
                 continue  # closed before a crash; its timer's delete did not land
             if self._on_close:
-                value = {**self._acc.result(found[2]), **bounds(found[0], found[1])}
-                out.append(Event(key, value, at, found[3]))
+                value = {**self._acc.result(found["acc"]), **bounds(found["start"], found["end"])}
+                out.append(Event(key, value, at, found["ts"]))
             rest = [s for s in sessions if s is not found]
             stamp = max(at, current.offset if current is not None else -1)
             if rest:

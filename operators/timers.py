@@ -16,9 +16,9 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 
-from tidemark.config.state import State
+from tidemark.config.state import TIMER_PREFIX, State
 
-PREFIX = "t|"
+PREFIX = TIMER_PREFIX
 _WIDTH = 15  # epoch milliseconds up to year 33658
 
 

@@ -56,6 +56,19 @@ class TimedInput:
         self._key = field_path(spec.key)
         self._time = field_path(spec.time) if spec.time else None
 
+    def read_all(self, events: list[Event], on_error: OnError) -> list[tuple[Event, str, int]]:
+        """`(event, group key, event time)` of each event that has both; the others go to
+        `on_error`."""
+        read = []
+        for event in events:
+            try:
+                key, t = self.read(event)
+            except RecordError as exc:
+                on_error(event, exc)
+                continue
+            read.append((event, key, t))
+        return read
+
     def read(self, event: Event) -> tuple[str, int]:
         """`(group key, event time)`; `RecordError` for a missing or bad field."""
         key = key_string(event.value, self._key)
@@ -84,14 +97,7 @@ class TimeWindowAggregate:
 
     async def run(self, events: list[Event], state: State, on_error: OnError) -> list[Event]:
         """Apply a batch; the outputs (updates, or windows closed by it) in offset order."""
-        read: list[tuple[Event, str, int]] = []
-        for event in events:
-            try:
-                key, t = self._input.read(event)
-            except RecordError as exc:
-                on_error(event, exc)
-                continue
-            read.append((event, key, t))
+        read = self._input.read_all(events, on_error)
         await state.prefetch(
             {_window_key(s, k) for _, k, t in read for s in windows_for(t, self._size, self._step)}
         )

@@ -9,14 +9,14 @@ changed it; at a checkpoint `flush` writes each dirty key once (coalesced) with 
 from __future__ import annotations
 
 import datetime as dt
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Collection, Iterable
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
 
 from tidemark.config import faults
-from tidemark.config.state import NotPrefetched, Stamped
+from tidemark.config.state import TIMER_PREFIX, NotPrefetched, Stamped
 from tidemark.state.chunks import Record
 from tidemark.state.clocks import CLOCK_KEY, StreamClock
 from tidemark.state.errors import Fenced, StateError
@@ -180,6 +180,12 @@ class PartitionStore:
                     self._dirty[sid] = (op, CLOCK_KEY, Stamped(stored, cut - 1))
         self._flushing, self._dirty = self._dirty, {}
         now = dt.datetime.now(dt.UTC)
+        # Timers being set go first and timers being deleted last, each group complete
+        # before the next: a crash in the middle of a flush may leave a timer without what
+        # it acts on (its operator drops it when it fires), never a window, session or
+        # expiring value without its timer (which would then live forever).
+        ordered = sorted(self._flushing.items(), key=lambda item: _timer_order(*item[1]))
+        groups = Counter(_timer_order(*entry) for _, entry in ordered)
         statements = [
             {
                 "q": {"_id": sid, "ep": {"$lte": epoch}},
@@ -197,15 +203,22 @@ class PartitionStore:
                 },
                 "upsert": True,
             }
-            for sid, (op, key, stamped) in self._flushing.items()
+            for sid, (op, key, stamped) in ordered
         ]
-        return self._write(statements, epoch)
+        return self._write(statements, epoch, [groups[order] for order in range(3)])
 
-    async def _write(self, statements: list[dict[str, Any]], epoch: int) -> Iterable[Record]:
+    async def _write(
+        self, statements: list[dict[str, Any]], epoch: int, sizes: list[int]
+    ) -> Iterable[Record]:
+        """Write the statements group by group (`sizes`), each group complete before the
+        next, in commands of at most `flush_statements`."""
         what = f"state flush of partition {self.partition}"
-        for start in range(0, len(statements), self._chunk):
-            faults.point("flush_state")
-            await send_updates(self._coll, statements[start : start + self._chunk], epoch, what)
+        begin = 0
+        for size in sizes:
+            group, begin = statements[begin : begin + size], begin + size
+            for start in range(0, len(group), self._chunk):
+                faults.point("flush_state")
+                await send_updates(self._coll, group[start : start + self._chunk], epoch, what)
         flushed, self._flushing = self._flushing, {}
         self.tombstones += sum(1 for *_, stamped in flushed.values() if stamped.value is None)
         return ((op, key, v, off) for op, key, (v, off) in flushed.values())
@@ -256,6 +269,13 @@ async def send_updates(
     if errors or reply.get("writeConcernError"):
         first = errors[0] if errors else reply["writeConcernError"]
         raise StateError(f"{what} failed: {first}")
+
+
+def _timer_order(op: str, key: str, stamped: Stamped) -> int:
+    """0: a timer being set, 1: anything else, 2: a timer being deleted."""
+    if not key.startswith(TIMER_PREFIX):
+        return 1
+    return 0 if stamped.value is not None else 2
 
 
 class OperatorState:

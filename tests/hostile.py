@@ -100,6 +100,14 @@ def good_records(example: Path, marker: str, n: int) -> list[tuple[bytes, bytes]
     for i in range(n):
         if example.stem == "clicks-per-user":
             doc: dict[str, Any] = {"user_id": f"{marker}-{i % 7}", "amount": i % 5 + 1}
+        elif example.stem == "iot-device-stats":
+            sent = i - 1 if i % 5 == 4 else i  # every fifth record resends the one before
+            doc = {
+                "device_id": f"{marker}-{sent % 4}",
+                "reading_id": f"{marker}-r{sent}",
+                "ts": 1_700_000_000_000 + sent * 20_000,
+                "temperature": 18.5 + sent % 7,
+            }
         else:
             doc = {
                 "order_id": i,

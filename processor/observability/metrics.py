@@ -24,6 +24,9 @@ DEAD_LETTERS = Counter(
 LATE_DROPPED = Counter(
     "tidemark_late_records_dropped", "Records too late for their windows, dropped", [T, P]
 )
+DUPLICATES_DROPPED = Counter(
+    "tidemark_duplicates_dropped", "Records a `dedupe` step dropped as duplicates", [T, P]
+)
 CONSUMER_LAG = Gauge(
     "tidemark_consumer_lag_records",
     "Log end minus the committed offset (C), after a commit",

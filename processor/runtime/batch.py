@@ -112,6 +112,8 @@ class BatchProcessor:
         self._metrics.batch_done(part, len(batch), time.perf_counter() - started)
         if dropped := self.pipeline.take_late_dropped():
             self._metrics.late_dropped(part.number, dropped)
+        if duplicates := self.pipeline.take_duplicates_dropped():
+            self._metrics.duplicates_dropped(part.number, duplicates)
 
     def _emit(self, part: Partition, out: Event, topic: str) -> None:
         key = out.key.encode() if out.key is not None else None
@@ -181,6 +183,9 @@ class _Meters:
 
     def late_dropped(self, partition: int, records: int) -> None:
         metrics.LATE_DROPPED.labels(self._t, str(partition)).inc(records)
+
+    def duplicates_dropped(self, partition: int, records: int) -> None:
+        metrics.DUPLICATES_DROPPED.labels(self._t, str(partition)).inc(records)
 
     def dead_letter(self, partition: int, reason: str) -> None:
         metrics.DEAD_LETTERS.labels(self._t, str(partition), reason).inc()

@@ -158,6 +158,7 @@ def test_soak(tmp_path: Path, unique_name: Any) -> None:
         traffic.stop.set()
         for w in [steady, *victims]:
             w.stop_if_running()
+        client.close()
         kafka.close()
         mongo.close()
 

@@ -3,6 +3,7 @@ client's own parser, /healthz, /readyz, and `tidemark init` preparing a topology
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import urllib.error
@@ -149,3 +150,18 @@ def test_init_creates_what_a_topology_needs_and_is_idempotent(
     assert any(i["key"] == [("p", 1)] for i in indexes.values()), indexes
     again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0 and "created" not in again.stdout, again.stdout
+
+
+def test_status_watch_prints_a_document_per_refresh_until_interrupted(
+    services: Services, make_topic: TopicFactory, sync_db: Database[Any], tmp_path: Path
+) -> None:
+    _, _, _, topology = counting_pipeline(make_topic, services, sync_db.name, tmp_path, 2)
+    command = [sys.executable, "-m", "tidemark", "status", str(topology), "--watch", "0.2"]
+    with subprocess.Popen(
+        [*command, "--json"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        docs = [orjson.loads(proc.stdout.readline()) for _ in range(3)]  # three refreshes
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0, proc.stderr.read()
+    assert all(len(doc) == 2 and {r["partition"] for r in doc} == {0, 1} for doc in docs), docs

@@ -10,6 +10,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tidemark.processor.observability import metrics
 from tidemark.processor.observability.http import Endpoints, Verdict
 
 
@@ -49,4 +50,5 @@ def test_metrics_are_prometheus_text_and_other_paths_are_404(endpoints: Endpoint
     status, body = get(endpoints, "/metrics")
     names = {f.name for f in text_string_to_metric_families(body.decode())}
     assert status == 200 and "tidemark_records_in" in names
+    assert {f"{n}_total" for n in names if n.startswith("tidemark_")} & metrics.exposed_names()
     assert get(endpoints, "/")[0] == 404
