@@ -121,7 +121,16 @@ class Session(Strict):
     grace: Grace = 0
 
 
-Window = Annotated[Tumbling | Hopping | Session, Field(discriminator="type")]
+class Sliding(Strict):
+    """Kafka Streams' `SlidingWindows`: `[start, start + size]`, both ends inclusive, one
+    window per distinct set of records within `size` of each other."""
+
+    type: Literal["sliding"]
+    size: Millis
+    grace: Grace = 0
+
+
+Window = Annotated[Tumbling | Hopping | Session | Sliding, Field(discriminator="type")]
 
 
 class Aggregate(Strict):

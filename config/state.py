@@ -49,10 +49,11 @@ class State(Protocol):
         for them. Time-aware operators keep an index of keys by time (timers) this way, so
         closing what is due never reads the whole partition."""
 
-    async def load_stream_time(self) -> int:
+    async def load_stream_time(self, name: str = "") -> int:
         """The operator's stream time in this partition (largest event time seen, -1 for
-        none), as of the position the partition resumed from."""
+        none), as of the position the partition resumed from; `name` for another clock the
+        operator keeps the same way (sliding windows keep their store's)."""
 
-    def set_stream_time(self, millis: int) -> None:
+    def set_stream_time(self, millis: int, name: str = "") -> None:
         """Advance the stream time; stored with each state checkpoint, so recovery and
         replay see the stream time of the checkpoint they start from."""

@@ -14,6 +14,7 @@ class InMemoryState:
     def __init__(self) -> None:
         self.data: dict[str, Stamped] = {}
         self.stream_time = NO_TIME
+        self.clocks: dict[str, int] = {}  # named clocks besides `stream_time`
 
     async def prefetch(self, keys: Collection[str]) -> None:
         return None
@@ -32,8 +33,11 @@ class InMemoryState:
             (k, v) for k, v in sorted(self.data.items()) if low <= k < high and v.value is not None
         ]
 
-    async def load_stream_time(self) -> int:
-        return self.stream_time
+    async def load_stream_time(self, name: str = "") -> int:
+        return self.clocks.get(name, NO_TIME) if name else self.stream_time
 
-    def set_stream_time(self, millis: int) -> None:
-        self.stream_time = millis
+    def set_stream_time(self, millis: int, name: str = "") -> None:
+        if name:
+            self.clocks[name] = millis
+        else:
+            self.stream_time = millis

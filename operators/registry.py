@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tidemark.config.aggregation import Aggregate, Session
+from tidemark.config.aggregation import Aggregate, Session, Sliding
 from tidemark.config.model import (
     AggregateStep,
     DedupeStep,
@@ -23,6 +23,7 @@ from tidemark.operators.events import StepError
 from tidemark.operators.expiry import Expiring
 from tidemark.operators.pipeline import Operator, Pipeline
 from tidemark.operators.session import SessionAggregate
+from tidemark.operators.sliding import SlidingAggregate
 from tidemark.operators.stateless import Filter, FlatMap, Map, Project, Rename, Route
 from tidemark.operators.window import TimeWindowAggregate
 
@@ -70,6 +71,8 @@ def _check_placement(topology: Topology, i: int, step: Step) -> None:
 def _aggregate(spec: Aggregate) -> Operator:
     if isinstance(spec.window, Session):
         return SessionAggregate(spec)
+    if isinstance(spec.window, Sliding):
+        return SlidingAggregate(spec)
     if spec.window is not None:
         return TimeWindowAggregate(spec)
     if spec.ttl is not None:  # batched for its timers; without a ttl it stays per event

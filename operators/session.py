@@ -107,6 +107,14 @@ class SessionAggregate:
                 )
             self.late_dropped += 1
             return
+        # Sessions stream time closed earlier in this batch are closed now, before a new
+        # session of this record can take the same start (and timer) as one of them.
+        closed = [s for s in sessions if self._closes_at(s["end"]) <= before]
+        for s in closed:
+            when = self._closes_at(s["end"])
+            at = max(clock.offset_reaching(when), s["off"])
+            state.delete(timer_key(when, _ident(s["start"], key)), at)
+            self._emit_final(key, s, at, out)
         acc: dict[str, Any] = {}
         for s in sorted(merging, key=lambda s: s["start"]):
             self._acc.merge(acc, s["acc"])
@@ -115,7 +123,7 @@ class SessionAggregate:
             )
         self._acc.fold(acc, event.value)
         latest = max([t, *(s["ts"] for s in merging)])
-        kept = [s for s in sessions if not any(s is m for m in merging)]
+        kept = [s for s in sessions if not any(s is m for m in [*merging, *closed])]
         merged = {"start": start, "end": end, "acc": acc, "ts": latest, "off": event.offset}
         state.put(skey, sorted([*kept, merged], key=lambda s: s["start"]), event.offset)
         clock.set_timer(state, self._closes_at(end), _ident(start, key), end, event.offset)
@@ -124,12 +132,18 @@ class SessionAggregate:
                 Event(key, {**self._acc.result(acc), **bounds(start, end)}, event.offset, latest)
             )
 
+    def _emit_final(self, key: str, session: dict[str, Any], at: int, out: list[Event]) -> None:
+        """A closed session's final result, with `emit: on_close`."""
+        if self._on_close:
+            value = {**self._acc.result(session["acc"]), **bounds(session["start"], session["end"])}
+            out.append(Event(key, value, at, session["ts"]))
+
     async def _close(self, clock: Clock, state: State) -> list[Event]:
         due = await clock.due(state)
         if not due:
             return []
         await state.prefetch({_sessions_key(_split(ident)[1]) for _, ident, _ in due})
-        out = []
+        out: list[Event] = []
         for when, ident, offset in due:
             start, key = _split(ident)
             skey = _sessions_key(key)
@@ -143,9 +157,7 @@ class SessionAggregate:
             state.delete(timer_key(when, ident), at)
             if found is None:
                 continue  # closed before a crash; its timer's delete did not land
-            if self._on_close:
-                value = {**self._acc.result(found["acc"]), **bounds(found["start"], found["end"])}
-                out.append(Event(key, value, at, found["ts"]))
+            self._emit_final(key, found, at, out)
             rest = [s for s in sessions if s is not found]
             stamp = max(at, current.offset if current is not None else -1)
             if rest:

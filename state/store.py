@@ -54,7 +54,7 @@ class PartitionStore:
         self._hits = self._misses = self._evictions = 0
         # Stream time per operator that keeps one (`clocks.py`), resolved at `base` = W.
         self._base = base
-        self._clocks: dict[str, StreamClock] = {}
+        self._clocks: dict[tuple[str, str], StreamClock] = {}  # (op, name)
 
     def view(self, op: str) -> OperatorState:
         """The `State` of operator `op` in this partition."""
@@ -148,18 +148,18 @@ class PartitionStore:
                 out.append((sid[prefix:], stamped))
         return out
 
-    async def load_clock(self, op: str) -> int:
+    async def load_clock(self, op: str, name: str = "") -> int:
         """The stream time of `op` at `base` (read once, then kept in memory)."""
-        clock = self._clocks.get(op)
+        clock = self._clocks.get((op, name))
         if clock is None:
-            sid = state_id(op, self.partition, CLOCK_KEY)
+            sid = state_id(op, self.partition, _clock_key(name))
             doc = await with_retry(lambda: self._coll.find_one({"_id": sid}, {"v": 1, "ep": 1}))
             stored = doc.get("v") if doc is not None and doc.get("ep", 0) >= self._floor else None
-            clock = self._clocks[op] = StreamClock.resolve(stored, self._base, sid)
+            clock = self._clocks[op, name] = StreamClock.resolve(stored, self._base, sid)
         return clock.millis
 
-    def set_clock(self, op: str, millis: int) -> None:
-        self._clocks[op].millis = millis
+    def set_clock(self, op: str, millis: int, name: str = "") -> None:
+        self._clocks[op, name].millis = millis
 
     def flush(self, epoch: int, cut: int | None = None) -> Awaitable[Iterable[Record]]:
         """Take the dirty keys now; the awaitable writes them conditional on `epoch`.
@@ -174,10 +174,14 @@ class PartitionStore:
         """
         assert not self._flushing, "one flush at a time"
         if cut is not None:  # the clocks as of the cut, in the same write as the state
-            for op, clock in self._clocks.items():
+            for (op, name), clock in self._clocks.items():
                 if (stored := clock.to_store(cut)) is not None:
-                    sid = state_id(op, self.partition, CLOCK_KEY)
-                    self._dirty[sid] = (op, CLOCK_KEY, Stamped(stored, cut - 1))
+                    key = _clock_key(name)
+                    self._dirty[state_id(op, self.partition, key)] = (
+                        op,
+                        key,
+                        Stamped(stored, cut - 1),
+                    )
         self._flushing, self._dirty = self._dirty, {}
         now = dt.datetime.now(dt.UTC)
         # Timers being set go first and timers being deleted last, each group complete
@@ -271,6 +275,10 @@ async def send_updates(
         raise StateError(f"{what} failed: {first}")
 
 
+def _clock_key(name: str) -> str:
+    return f"{CLOCK_KEY}:{name}" if name else CLOCK_KEY
+
+
 def _timer_order(op: str, key: str, stamped: Stamped) -> int:
     """0: a timer being set, 1: anything else, 2: a timer being deleted."""
     if not key.startswith(TIMER_PREFIX):
@@ -300,8 +308,8 @@ class OperatorState:
     async def scan(self, low: str, high: str) -> list[tuple[str, Stamped]]:
         return await self._store.scan(self._op, low, high)
 
-    async def load_stream_time(self) -> int:
-        return await self._store.load_clock(self._op)
+    async def load_stream_time(self, name: str = "") -> int:
+        return await self._store.load_clock(self._op, name)
 
-    def set_stream_time(self, millis: int) -> None:
-        self._store.set_clock(self._op, millis)
+    def set_stream_time(self, millis: int, name: str = "") -> None:
+        self._store.set_clock(self._op, millis, name)

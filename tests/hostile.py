@@ -4,6 +4,7 @@ person could write, expressions an attacker could try."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from tidemark.config import load_topology
 from tidemark.operators import Event, RecordError, build_pipeline
+from tidemark.operators.events import iso
 from tidemark.operators.memory import InMemoryState
 from tidemark.processor.runtime.decoding import Decoder
 
@@ -94,6 +96,12 @@ _key = st.one_of(st.none(), st.binary(max_size=16))
 hostile_records = st.lists(st.tuples(_key, _value), min_size=1, max_size=40)
 
 
+MINUTE = 60_000
+# Event times of today: outputs carry them as their Kafka timestamps, which retention checks.
+_MIDNIGHT = dt.datetime.combine(dt.datetime.now(dt.UTC).date(), dt.time(tzinfo=dt.UTC))
+_TODAY = int(_MIDNIGHT.timestamp()) * 1000
+
+
 def good_records(example: Path, marker: str, n: int) -> list[tuple[bytes, bytes]]:
     """Well-formed records for an example topology, keyed by groups named after `marker`."""
     records = []
@@ -107,6 +115,24 @@ def good_records(example: Path, marker: str, n: int) -> list[tuple[bytes, bytes]
                 "reading_id": f"{marker}-r{sent}",
                 "ts": 1_700_000_000_000 + sent * 20_000,
                 "temperature": 18.5 + sent % 7,
+            }
+        elif example.stem == "clickstream-sessions":
+            visit, step = divmod(i, 6)  # six events a visit, visits 40 minutes apart
+            t = _TODAY + visit * 40 * MINUTE + step * 3 * MINUTE
+            doc = {
+                "user_id": f"{marker}-{visit % 3}",
+                "event_type": "click" if step == 4 else "page_view",
+                "page": f"/p{(i * 5) % 7}",
+                "ts": iso(t) if visit % 2 else t,  # ISO 8601 or epoch ms
+            }
+        elif example.stem == "payment-fraud-velocity":
+            card = i % 3  # card 0 pays from three countries: its windows are alerts
+            doc = {
+                "card_id": f"{marker}-{card}",
+                "amount": 5 + i % 7 * 2.5,
+                "merchant_id": f"m-{i % 5}",
+                "country": ("NL", "DE", "FR")[i // 3 % 3] if card == 0 else "NL",
+                "ts": _TODAY + i * 40_000,
             }
         else:
             doc = {

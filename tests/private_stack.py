@@ -6,7 +6,6 @@ binary (`make services` installs both) on free ports, with their data in the tes
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import importlib.util
 import signal
 import socket
@@ -154,6 +153,7 @@ class LatencyProxy:
     def __init__(self, target: int, port: int | None = None) -> None:
         self.target, self.port = target, port or free_port()
         self.delay = 0.0
+        self._writers: set[asyncio.StreamWriter] = set()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
@@ -166,8 +166,18 @@ class LatencyProxy:
             asyncio.start_server(self._client, "127.0.0.1", self.port)
         )
         self._ready.set()
-        with contextlib.closing(server):
+        try:
             self._loop.run_forever()
+        finally:
+            # Close every connection and the loop itself: a loop or socket left for the
+            # garbage collector is reported as a warning in whichever test runs then.
+            server.close()
+            for writer in self._writers:  # the pipes then read EOF and end
+                writer.close()
+            pending = asyncio.all_tasks(self._loop)
+            self._loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self._loop.run_until_complete(asyncio.sleep(0.1))  # transports finish closing
+            self._loop.close()
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -175,6 +185,7 @@ class LatencyProxy:
         except OSError:
             writer.close()
             return
+        self._writers |= {writer, up_writer}
         await asyncio.gather(
             self._pipe(reader, up_writer, slow=False),
             self._pipe(up_reader, writer, slow=True),

@@ -40,6 +40,7 @@ from tidemark.processor.runtime.control import (
     SnapshotRequested,
 )
 from tidemark.processor.runtime.health import Health
+from tidemark.processor.runtime.lag import LagGauges
 from tidemark.processor.runtime.outages import (
     dependency,
     describe,
@@ -72,6 +73,7 @@ class Worker:
         self._to_pause: set[int] = set()
         self._stopping = asyncio.Event()
         self.health = Health(topology, lambda: self.assigned)
+        self._lag = LagGauges(topology.name, topology.source.topic)
         # The loop left on an error (or an injected crash): what is in hand is half done, so
         # nothing more is committed; rebalance callbacks only let go.
         self._broken = False
@@ -195,7 +197,7 @@ class Worker:
             if (since_commit and due) or self._committer.state_overdue(self._owned()):
                 await self._commit(self.consumer.consumer_group_metadata())
                 last_commit, since_commit = time.monotonic(), 0
-                self._report_lag()
+                self._lag.report(self.consumer, self._owned())
                 # Only right after a commit: the new transaction is empty, so waiting for
                 # MongoDB cannot run it into the transaction timeout.
                 await self._committer.backpressure(self._owned())
@@ -274,26 +276,6 @@ class Worker:
         self._failure = None  # whatever a callback met now is part of this same outage
         self._apply_pauses()
 
-    def _forget_lag(self, numbers: list[int]) -> None:
-        """No lag series for partitions this worker let go of: their new owner reports it."""
-        for number in numbers:
-            with contextlib.suppress(KeyError):
-                metrics.CONSUMER_LAG.remove(self.topology.name, str(number))
-
-    def _report_lag(self) -> None:
-        """Consumer lag per owned partition: the log end librdkafka last saw minus C."""
-        topic = self.topology.source.topic
-        for number, part in self.partitions.items():
-            committed = part.kafka_offset()
-            if committed is None:
-                continue
-            tp = TopicPartition(topic, number)
-            with contextlib.suppress(KafkaException):
-                _, end = self.consumer.get_watermark_offsets(tp, cached=True)
-                if end >= 0:
-                    gauge = metrics.CONSUMER_LAG.labels(self.topology.name, str(number))
-                    gauge.set(max(0, end - committed))
-
     def _owned(self) -> list[Partition]:
         return list(self.partitions.values())
 
@@ -321,8 +303,26 @@ class Worker:
                 self._drop(self.partitions[number], "this member left the consumer group")
             self.assigned, self.held = set(), set()
             return False
-        await self.restart(list(self.partitions))
+        await self.restart(await self._still_ours(list(self.partitions)))
         return False
+
+    async def _still_ours(self, numbers: list[int]) -> list[int]:
+        """Of these partitions, those whose epoch is still ours; the others are dropped.
+
+        A rewind after an abort must not take back what a newer owner took meanwhile (a
+        member the group moved on from while this one was frozen, whose commit then timed
+        out rather than being refused; or an operator): acquiring would fence that owner.
+        """
+        parts = [self.partitions[n] for n in numbers]
+        current = await self._checkpoints.current([p.checkpoint.id for p in parts])
+        mine = []
+        for part in parts:
+            cp = current.get(part.checkpoint.id)
+            if cp is not None and cp.epoch == part.epoch:
+                mine.append(part.number)
+            else:
+                self._drop(part, "a newer owner took it while this worker was away")
+        return mine
 
     # -- ownership ----------------------------------------------------------------------
 
@@ -381,7 +381,7 @@ class Worker:
             return  # already replaced by a newer epoch
         del self.partitions[part.number]
         part.move(Phase.DROPPED)
-        self._forget_lag([part.number])
+        self._lag.forget([part.number])
         self.pause(part.number)
         # An operator may have fenced it without our acknowledgement (we looked dead); the
         # poll resumes it when the operator hands it back, not if a group member took it.
@@ -513,7 +513,7 @@ class Worker:
                 await self._checkpoints.mark_clean(part.checkpoint)
 
     def _forget_all(self) -> None:
-        self._forget_lag(list(self.partitions))
+        self._lag.forget(list(self.partitions))
         for part in self.partitions.values():
             if part.owned:
                 part.move(Phase.DROPPED)

@@ -27,8 +27,7 @@ from tests.pipelines import (
 from tests.support import Services, TopicFactory
 from tidemark.config.aggregation import Aggregate
 from tidemark.operators import Event, InMemoryState
-from tidemark.operators.session import SessionAggregate
-from tidemark.operators.window import TimeWindowAggregate
+from tidemark.operators.registry import _aggregate
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 PARTITIONS = 2
@@ -39,6 +38,13 @@ STEPS: dict[str, Any] = {
         "key": "user",
         "time": "ts",
         "window": {"type": "hopping", "size": "2s", "step": "1s", "grace": "300ms"},
+        "compute": {"n": "count", "total": {"sum": "amount"}},
+    },
+    "sliding": {
+        "id": "sliding",
+        "key": "user",
+        "time": "ts",
+        "window": {"type": "sliding", "size": "1s", "grace": "200ms"},
         "compute": {"n": "count", "total": {"sum": "amount"}},
     },
     "session": {
@@ -82,7 +88,7 @@ class Stream:
             spec = Aggregate.model_validate(step)
             window = spec.window
             assert window is not None
-            op = SessionAggregate(spec) if window.type == "session" else TimeWindowAggregate(spec)
+            op = _aggregate(spec)
             state = InMemoryState()
             errors: list[Any] = []
             for offset, value in enumerate(values):

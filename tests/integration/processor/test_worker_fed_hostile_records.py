@@ -24,6 +24,8 @@ from tests.pipelines import (
     read_topic,
 )
 from tests.support import Services, TopicFactory, wait_until
+from tidemark.config import load_topology
+from tidemark.processor.kafka.topics import route_topics
 
 # A failing example is a batch of large records: its repr is large too.
 pytestmark = [
@@ -46,6 +48,11 @@ def local_copy(
     doc["mongo"] = {"uri": services.mongo_uri, "database": db}
     doc["source"]["topic"] = topics["source"]
     doc["sink"]["topic"] = topics["sink"]
+    for step in doc["pipeline"]:  # route topics: the test's own too
+        for branch in step.get("route", []):
+            for field in ("to", "otherwise"):
+                if field in branch:
+                    branch[field] = topics[branch[field]]
     doc["errors"] = {"dead_letter_topic": topics["dlq"]}
     doc["checkpoint"] = {"interval": "300ms", "state_interval": "600ms"}
     doc.pop("snapshots", None)
@@ -77,6 +84,8 @@ def test_a_worker_fed_hostile_records_dead_letters_them_and_stays_exact(
     run = next(_runs)
     topics = {"source": make_topic(f"in{run}"), "sink": make_topic(f"out{run}")}
     topics["dlq"] = make_topic(f"dlq{run}")
+    routes = route_topics(load_topology(example, env={}))
+    topics |= {route: make_topic(f"route{run}-{i}") for i, route in enumerate(routes)}
     rng = random.Random(seed)
     good = good_records(example, "good-77aa", 60)
     records = interleave(good, [r for rs in bad for r in rs], lambda: rng.randrange(1 << 30))
@@ -97,9 +106,10 @@ def test_a_worker_fed_hostile_records_dead_letters_them_and_stays_exact(
         worker.stop_if_running()
     assert "Traceback" not in worker.log.read_text(errors="replace"), worker.tail(60)
 
-    outputs = read_topic(services, topics["sink"], 1, len(expected))
-    found = [(m.key().decode(), orjson.loads(m.value())) for m in outputs]
-    assert found == [(e.key, e.value) for e in expected]
+    for topic in [None, *routes]:  # None: the sink
+        want = [(e.key, e.value) for e in expected if e.topic == topic]
+        outputs = read_topic(services, topics[topic or "sink"], 1, len(want))
+        assert [(m.key().decode(), orjson.loads(m.value())) for m in outputs] == want
     letters = read_topic(services, topics["dlq"], 1, len(rejected))
     offsets = {}
     for letter in letters:

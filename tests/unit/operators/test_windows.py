@@ -11,9 +11,10 @@ from hypothesis import strategies as st
 from tidemark.config.aggregation import Aggregate
 from tidemark.operators import Event, InMemoryState, RecordError
 from tidemark.operators.session import SessionAggregate
+from tidemark.operators.sliding import SlidingAggregate
 from tidemark.operators.window import TimeWindowAggregate, windows_for
 
-Op = TimeWindowAggregate | SessionAggregate
+Op = TimeWindowAggregate | SessionAggregate | SlidingAggregate
 
 
 def op(window: dict[str, Any], emit: str = "on_close", **extra: Any) -> Op:
@@ -28,7 +29,8 @@ def op(window: dict[str, Any], emit: str = "on_close", **extra: Any) -> Op:
             **extra,
         }
     )
-    return SessionAggregate(spec) if window["type"] == "session" else TimeWindowAggregate(spec)
+    kinds = {"session": SessionAggregate, "sliding": SlidingAggregate}
+    return kinds.get(window["type"], TimeWindowAggregate)(spec)
 
 
 class Run:
@@ -158,6 +160,19 @@ async def test_a_closed_session_never_merges_again() -> None:
     assert run.errors == []
 
 
+async def test_sliding_windows_are_the_distinct_sets_of_records_within_size() -> None:
+    run = Run(op({"type": "sliding", "size": "5s"}))
+    await run.feed(("a", 10_000), ("a", 12_000), ("a", 20_000))
+    # Each record's left window ends at stream time, so with no grace it is final at once;
+    # a@10's right window [10.001s, 15.001s] holds a@12 and closes when a@20 arrives.
+    assert sorted(summary(run.outputs)) == [
+        ("a", 5_000, 10_000, 1, 0),
+        ("a", 7_000, 12_000, 2, 1),
+        ("a", 10_001, 15_001, 1, 2),
+        ("a", 15_000, 20_000, 1, 2),
+    ]
+
+
 async def test_a_session_record_is_late_only_past_gap_and_grace() -> None:
     run = Run(op({"type": "session", "gap": "10s", "grace": "5s"}))
     await run.feed(("z", 30_000), ("a", 15_000), ("a", 14_999))
@@ -178,6 +193,8 @@ def windows() -> st.SearchStrategy[dict[str, Any]]:
             {"type": "hopping", "size": "10s", "step": "4s", "grace": "2s"},
             {"type": "session", "gap": "5s"},
             {"type": "session", "gap": "5s", "grace": "4s"},
+            {"type": "sliding", "size": "5s"},
+            {"type": "sliding", "size": "5s", "grace": "2s"},
         ]
     )
 
