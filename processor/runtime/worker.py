@@ -25,7 +25,7 @@ from tidemark.config import Topology, faults
 from tidemark.operators import build_pipeline
 from tidemark.processor.kafka import clients, topics
 from tidemark.processor.kafka.positions import Positions, read_positions
-from tidemark.processor.kafka.transaction import Transaction
+from tidemark.processor.kafka.transaction import Transaction, failure
 from tidemark.processor.observability import metrics
 from tidemark.processor.protocol.commit import Committer
 from tidemark.processor.protocol.partition import Partition, Phase
@@ -229,6 +229,12 @@ class Worker:
         stopping = self._stopping.is_set
         if not await wait_out("kafka", self._end_transaction, self._idle, stopping):
             return False
+        # An abort can end locally while the broker is still away; a consumer made then
+        # would start in reconnect backoff and join late, so wait until the broker answers.
+        if what == "kafka" and not await wait_out(
+            "kafka", self._reach_broker, self._idle, stopping
+        ):
+            return False
         if not await wait_out("mongo", self._ping_mongo, self._idle, stopping):
             return False
         if what == "kafka":
@@ -263,6 +269,12 @@ class Worker:
             if not recoverable(exc):
                 raise
             await self._tx.renew()
+
+    async def _reach_broker(self) -> None:
+        try:
+            await asyncio.to_thread(self.consumer.list_topics, self.topology.source.topic, 5)
+        except KafkaException as exc:
+            raise failure("Kafka metadata", exc) from exc
 
     async def _ping_mongo(self) -> None:
         await self._mongo.admin.command("ping")

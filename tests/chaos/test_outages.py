@@ -105,6 +105,7 @@ def topics(private_stack: tuple[PrivateKafka, PrivateMongo], unique_name: Any) -
 @pytest.mark.parametrize("outage", list(OUTAGES))
 def test_the_worker_waits_out_an_outage_and_loses_nothing(
     outage: str,
+    request: pytest.FixtureRequest,
     private_stack: tuple[PrivateKafka, PrivateMongo],
     topics: Topics,
     unique_name: Any,
@@ -116,6 +117,7 @@ def test_the_worker_waits_out_an_outage_and_loses_nothing(
     services = Services(kafka.bootstrap, mongo.uri)
     db_name = unique_name("o").replace("-", "_")[:60]
     client: MongoClient[Any] = MongoClient(mongo.uri, serverSelectionTimeoutMS=60_000)
+    request.addfinalizer(client.close)  # also when an assertion below fails
     db = client[db_name]
     source, sink, name, topology = counting_pipeline(
         topics, services, db_name, tmp_path, PARTITIONS
@@ -163,7 +165,6 @@ def test_the_worker_waits_out_an_outage_and_loses_nothing(
     assert_outputs(found, truth.outputs())
     assert state_values(db, name) == truth.totals()
     client.drop_database(db_name)
-    client.close()
 
     text = worker.log.read_text(errors="replace")
     assert "Traceback" not in text, worker.tail(80)
