@@ -250,6 +250,8 @@ def run_one(
     with tempfile.TemporaryDirectory() as tmp:
         argv = command(contender, env, source, sink, group, events, Path(tmp))
         cwd, proc_env = launch_context(contender, env, baseline)
+        if cwd != ROOT and (cwd / "tidemark/__main__.py").exists():
+            argv[1:3] = ["-m", "tidemark"]  # a baseline that has the one import package
         log = open(RESULTS / "raw" / f"{tag}.log", "wb")  # noqa: SIM115 - closed below
         proc = subprocess.Popen(argv, cwd=cwd, env=proc_env, stdout=log, stderr=subprocess.STDOUT)
         try:
@@ -327,8 +329,9 @@ def main() -> int:
     args = parser.parse_args()
     contenders = args.contenders.split(",")
     if args.baseline is not None:
-        if not (args.baseline / "processor/cli.py").is_file():
-            parser.error(f"--baseline {args.baseline}: no processor/cli.py there")
+        runnable = ("processor/cli.py", "processor/cli/__init__.py", "tidemark/__main__.py")
+        if not any((args.baseline / name).is_file() for name in runnable):
+            parser.error(f"--baseline {args.baseline}: not a Tidemark checkout")
         if BASELINE not in contenders:
             args.contenders = ",".join([*contenders, BASELINE])
     elif BASELINE in contenders:
