@@ -66,7 +66,7 @@ bench: services bench/.venv-quix/.installed
 	  $(BIN)/python -m bench.run $(BENCH_ARGS)
 
 # Not part of `make test`: throughput of this tree beside an older checkout in BASE (a git
-# worktree of a revision with top-level packages), interleaved per run. BENCH_ARGS come last,
+# worktree of any earlier revision), interleaved per run. BENCH_ARGS come last,
 # so they override the defaults below. Writes bench/results/compare/, never bench/results/.
 COMPARE_ARGS := --events 300000 --keys 50000 --runs 3
 bench-compare: services

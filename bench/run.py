@@ -11,9 +11,10 @@ timestamp with `emit: on_update`, so it too emits one output per input; its chec
 last output per (key, window_start) over the windows of each key.
 
 `--baseline DIR` adds the contender `tidemark-baseline`: the same topology run by an older
-checkout in DIR (a git worktree of a revision whose packages were top-level), started as
-`python -m processor.cli run` with the working directory and PYTHONPATH set to DIR, so the
-current code and that revision are measured side by side in one interleaved run.
+checkout in DIR (a git worktree of an earlier revision), started as `python -m tidemark run`
+(or `python -m processor.cli run` for revisions from before the one import package) with the
+working directory and PYTHONPATH set to DIR, so the current code and that revision are
+measured side by side in one interleaved run.
 """
 
 from __future__ import annotations
