@@ -30,11 +30,15 @@ class Positions:
 
 
 def read_positions(
-    consumer: Consumer, topic: str, partitions: list[int], at: dt.datetime | None = None
+    consumer: Consumer,
+    topic: str,
+    partitions: list[int],
+    settle: float = 30,
+    at: dt.datetime | None = None,
 ) -> dict[int, Positions]:
-    """Positions of these partitions (blocking; the committed offsets wait for pending
-    transactional commits to settle)."""
-    committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=30)
+    """Positions of these partitions (blocking; the committed offsets wait up to `settle`
+    seconds for pending transactional commits to settle)."""
+    committed = consumer.committed([TopicPartition(topic, p) for p in partitions], settle)
     found = {}
     for tp in committed:
         low, high = consumer.get_watermark_offsets(tp, timeout=30)
@@ -53,6 +57,6 @@ def source_positions(
     """`read_positions` through a reader of its own (blocking; read only)."""
     consumer = reader(topology)
     try:
-        return read_positions(consumer, topology.source.topic, partitions, at)
+        return read_positions(consumer, topology.source.topic, partitions, at=at)
     finally:
         consumer.close()

@@ -19,6 +19,7 @@ from tidemark.config import Topology
 from tidemark.config.errors import TidemarkError
 from tidemark.processor.kafka import clients
 from tidemark.processor.kafka.clients import base, transaction_timeout
+from tidemark.processor.kafka.hanging import resealed
 
 log = structlog.get_logger("tidemark.kafka")
 SWEEP = "transaction.abort.timed.out.transaction.cleanup.interval.ms"
@@ -105,6 +106,10 @@ class Transaction:
         self._producer = self._make()
         # Set when the last failed call said this member left the consumer group.
         self.left_group = False
+        self.empty = True  # nothing produced or offered in the open transaction
+        # The consumer offsets of the last commit, offered and then committed.
+        self._offered: list[TopicPartition] = []
+        self.last_offsets: list[TopicPartition] = []
 
     def _make(self) -> Producer:
         return clients.producer(self._topology, self._owner, self._id)
@@ -112,7 +117,11 @@ class Transaction:
     async def start(self) -> None:
         """Register the transactional id (fencing any older producer of it) and begin."""
         await self._call("init", self._producer.init_transactions, self._timeout)
+        self._begin()
+
+    def _begin(self) -> None:
         self._producer.begin_transaction()
+        self.empty, self._offered = True, []
 
     async def renew(self) -> None:
         """Replace the producer: the new one's `init` aborts whatever the old one left open."""
@@ -132,6 +141,7 @@ class Transaction:
     ) -> None:
         """Produce into the open transaction, waiting for room when the queue is full;
         `timestamp` in epoch ms (0: the producer's clock)."""
+        self.empty = False
         while True:
             try:
                 self._producer.produce(
@@ -151,6 +161,7 @@ class Transaction:
     async def send_offsets(self, offsets: list[TopicPartition], group_metadata: object) -> bool:
         """Add consumer offsets to the transaction; False if it must be aborted."""
         send = self._producer.send_offsets_to_transaction
+        self.empty, self._offered = False, offsets
         return await self._abortable("send offsets", send, offsets, group_metadata, self._timeout)
 
     async def commit(self) -> bool:
@@ -158,13 +169,26 @@ class Transaction:
         commit = self._producer.commit_transaction
         if not await self._abortable("commit", commit, self._timeout):
             return False
-        self._producer.begin_transaction()
+        if self._offered:
+            self.last_offsets = self._offered
+        self._begin()
+        return True
+
+    async def reseal(self, settled: dict[int, int], group_metadata: object) -> bool:
+        """Commit the offsets of the last commit again, none below `settled` (see
+        `hanging.py`), in a transaction of their own; False if there is nothing to reseal."""
+        if not self.last_offsets or not self.empty:
+            return False
+        offsets = resealed(self.last_offsets, settled)
+        log.warning("kafka_commit_resealed", offsets={tp.partition: tp.offset for tp in offsets})
+        if not await self.send_offsets(offsets, group_metadata) or not await self.commit():
+            raise KafkaFailure("Kafka transaction: reseal", KafkaError(KafkaError._FAIL))
         return True
 
     async def abort(self) -> None:
         """Abort the open transaction and begin the next one."""
         await self._call("abort", self._producer.abort_transaction, self._timeout)
-        self._producer.begin_transaction()
+        self._begin()
         self.left_group = False  # read by the caller before the abort; a new transaction
 
     async def _abortable(self, what: str, call: object, *args: object) -> bool:

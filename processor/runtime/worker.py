@@ -24,8 +24,9 @@ from pymongo import AsyncMongoClient
 from tidemark.config import Topology, faults
 from tidemark.operators import build_pipeline
 from tidemark.processor.kafka import clients, topics
+from tidemark.processor.kafka.hanging import settled_offsets, unsettled
 from tidemark.processor.kafka.positions import Positions, read_positions
-from tidemark.processor.kafka.transaction import Transaction, failure
+from tidemark.processor.kafka.transaction import Transaction, abandoned_after, failure
 from tidemark.processor.observability import metrics
 from tidemark.processor.protocol.commit import Committer
 from tidemark.processor.protocol.partition import Partition, Phase
@@ -56,6 +57,7 @@ from tidemark.state.snapshots import Snapshots
 T = TypeVar("T")
 log = structlog.get_logger("tidemark.worker")
 BATCH = 2000
+SETTLE_MARGIN = 2.0  # seconds for the markers of a transaction the broker just ended
 
 
 class Worker:
@@ -103,6 +105,7 @@ class Worker:
         )
         self._mongo = mongo
         self._tx = Transaction(t, self.owner)
+        self._settle = await asyncio.to_thread(abandoned_after, t) + SETTLE_MARGIN
         try:
             with budget_of_retries(budget):
                 await self._run(t, mongo, counts)
@@ -341,7 +344,7 @@ class Worker:
     async def restart(self, numbers: list[int]) -> None:
         """Recover these assigned partitions and read each from its checkpoint again."""
         topic = self.topology.source.topic
-        kafka = await asyncio.to_thread(read_positions, self.consumer, topic, numbers)
+        kafka = await asyncio.to_thread(self._positions, self.consumer, numbers)
         for number in numbers:
             part = await self._take(number, kafka[number])
             if part is None or part.phase is Phase.FAILED:
@@ -454,7 +457,7 @@ class Worker:
         taken: dict[int, Partition | None] = dict.fromkeys(numbers)
         if not self._degraded:
             try:
-                kafka = read_positions(consumer, topic, numbers)
+                kafka = self._positions(consumer, numbers)
                 taken = {n: self._call(self._take(n, kafka[n])) for n in numbers}
             except Exception as exc:
                 if not recoverable(exc):
@@ -478,6 +481,22 @@ class Worker:
             consumer.pause(idle)
         if busy:
             consumer.resume(busy)
+
+    def _positions(self, consumer: Consumer, numbers: list[int]) -> dict[int, Positions]:
+        """`read_positions`, waiting for committed offsets to settle only as long as an open
+        transaction can last; offsets still pending then belong to a commit the broker left
+        without markers, which this worker reseals if it was its own (`hanging.py`)."""
+        topic = self.topology.source.topic
+        try:
+            return read_positions(consumer, topic, numbers, self._settle)
+        except KafkaException as exc:
+            if not unsettled(exc) or not self._tx.last_offsets:
+                raise
+            log.warning("committed_offsets_unsettled", partitions=numbers, seconds=self._settle)
+            settled = settled_offsets(self.topology, self._tx.last_offsets)
+            if not self._call(self._tx.reseal(settled, consumer.consumer_group_metadata())):
+                raise
+        return read_positions(consumer, topic, numbers, self._settle)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._broken or faults.crashed():
