@@ -12,12 +12,14 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import warnings
 from typing import Any
 
 from simpleeval import (
     DEFAULT_OPERATORS,
     FeatureNotAvailable,
     InvalidExpression,
+    MultipleExpressions,
     NameNotDefined,
     SimpleEval,
 )
@@ -78,7 +80,12 @@ class Expression:
         self.source = source
         self._evaluator = SimpleEval(operators=OPERATORS, functions=FUNCTIONS, names={})
         try:
-            self._tree = self._evaluator.parse(source)
+            with warnings.catch_warnings():
+                # simpleeval only warns, then evaluates the first: `a > 0; b` would load.
+                warnings.simplefilter("error", MultipleExpressions)
+                self._tree = self._evaluator.parse(source)
+        except MultipleExpressions as exc:
+            raise ExpressionError(f"invalid expression {source!r}: one expression only") from exc
         except SyntaxError as exc:
             raise ExpressionError(f"invalid expression {source!r}: {exc.msg}") from exc
         except InvalidExpression as exc:

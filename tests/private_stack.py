@@ -135,7 +135,34 @@ class PrivateKafka(Server):
                 ]
             )
         )
-        java = ["java", "-Xms128m", "-Xmx512m", "-XX:+UseSerialGC", "-cp", f"{DEV}/kafka/lib/*"]
+        # The broker's own log (coordinators at INFO) beside the test's, for a failure's story.
+        log4j = folder / "log4j2.properties"
+        log4j.write_text(
+            "\n".join(
+                [
+                    "rootLogger.level=WARN",
+                    "rootLogger.appenderRef.file.ref=file",
+                    "appender.file.type=File",
+                    "appender.file.name=file",
+                    f"appender.file.fileName={folder / 'server.log'}",
+                    "appender.file.layout.type=PatternLayout",
+                    "appender.file.layout.pattern=[%d] %p %m (%c)%n",
+                    "logger.kafka.name=kafka",
+                    "logger.kafka.level=INFO",
+                    "logger.coordinator.name=org.apache.kafka.coordinator",
+                    "logger.coordinator.level=INFO",
+                ]
+            )
+        )
+        java = [
+            "java",
+            "-Xms128m",
+            "-Xmx512m",
+            "-XX:+UseSerialGC",
+            f"-Dlog4j2.configurationFile={log4j}",
+            "-cp",
+            f"{DEV}/kafka/lib/*",
+        ]
         format_ = ["kafka.tools.StorageTool", "format", "-t", uuid.uuid4().hex[:22]]
         subprocess.run(
             [*java, *format_, "-c", str(config)], check=True, capture_output=True, timeout=120

@@ -45,9 +45,11 @@ OUTAGES = {
 }
 
 
-def first_output_after(services: Services, topic: str) -> Callable[[float], float]:
+def first_output_after(
+    services: Services, topic: str, tail: Callable[[], str]
+) -> Callable[[float], float]:
     """From now on, a reader of `topic`'s committed records: `wait(timeout)` returns when the
-    first new one is readable (its monotonic time)."""
+    first new one is readable (its monotonic time); `tail()` explains a failure."""
     consumer = Consumer(
         {
             "bootstrap.servers": services.kafka,
@@ -66,7 +68,7 @@ def first_output_after(services: Services, topic: str) -> Callable[[float], floa
                 msg = consumer.poll(0.1)
                 if msg is not None and msg.error() is None:
                     return time.monotonic()
-            raise AssertionError(f"no output on {topic} within {timeout}s")
+            raise AssertionError(f"no output on {topic} within {timeout}s\n{tail()}")
         finally:
             consumer.close()
 
@@ -146,11 +148,13 @@ def test_the_worker_waits_out_an_outage_and_loses_nothing(
             wait_until(lambda: readyz(port) == 503, seconds - 1, "/readyz to fail")
         time.sleep(max(0.0, down_until - time.monotonic()))  # the outage itself
         assert worker.proc is not None and worker.proc.poll() is None, worker.tail()
-        outputs_after = first_output_after(services, sink) if which == "mongo" else None
+        outputs_after = (
+            first_output_after(services, sink, worker.tail) if which == "mongo" else None
+        )
         server.start()  # returns once the server answers
         returned = time.monotonic()
         if outputs_after is None:
-            outputs_after = first_output_after(services, sink)
+            outputs_after = first_output_after(services, sink, worker.tail)
         clicks(500)
         back = outputs_after(BACK_WITHIN + 20) - returned
         wait_until(lambda: readyz(port) == 200, 30, "/readyz to pass again")

@@ -8,6 +8,7 @@ import sys
 import time
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -52,3 +53,8 @@ def test_an_expression_is_refused_or_runs_bounded_and_touches_nothing(
         armed = False
     assert not seen, f"{source!r} caused {seen}"
     assert elapsed < 1.0, f"{source!r} ran {elapsed:.1f}s"  # a safety bound, not a benchmark
+
+
+def test_several_expressions_are_refused_not_cut_to_the_first() -> None:
+    with pytest.raises(ExpressionError, match="one expression only"):
+        Expression("amount > 0; amount")
