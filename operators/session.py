@@ -24,10 +24,9 @@ from tidemark.config.aggregation import Aggregate, Session
 from tidemark.config.state import State
 from tidemark.operators.accumulators import Accumulators
 from tidemark.operators.events import Event, RecordError, StepError, iso
-from tidemark.operators.timers import Clock, timer_key
+from tidemark.operators.timers import Clock, split_ident, timer_key, window_ident
 from tidemark.operators.window import TimedInput, bounds
 
-_WIDTH = 15
 OnError = Callable[[Event, RecordError], None]
 
 
@@ -113,20 +112,20 @@ class SessionAggregate:
         for s in closed:
             when = self._closes_at(s["end"])
             at = max(clock.offset_reaching(when), s["off"])
-            state.delete(timer_key(when, _ident(s["start"], key)), at)
+            state.delete(timer_key(when, window_ident(s["start"], key)), at)
             self._emit_final(key, s, at, out)
         acc: dict[str, Any] = {}
         for s in sorted(merging, key=lambda s: s["start"]):
             self._acc.merge(acc, s["acc"])
             state.delete(
-                timer_key(self._closes_at(s["end"]), _ident(s["start"], key)), event.offset
+                timer_key(self._closes_at(s["end"]), window_ident(s["start"], key)), event.offset
             )
         self._acc.fold(acc, event.value)
         latest = max([t, *(s["ts"] for s in merging)])
         kept = [s for s in sessions if not any(s is m for m in [*merging, *closed])]
         merged = {"start": start, "end": end, "acc": acc, "ts": latest, "off": event.offset}
         state.put(skey, sorted([*kept, merged], key=lambda s: s["start"]), event.offset)
-        clock.set_timer(state, self._closes_at(end), _ident(start, key), end, event.offset)
+        clock.set_timer(state, self._closes_at(end), window_ident(start, key), end, event.offset)
         if not self._on_close:
             out.append(
                 Event(key, {**self._acc.result(acc), **bounds(start, end)}, event.offset, latest)
@@ -142,10 +141,10 @@ class SessionAggregate:
         due = await clock.due(state)
         if not due:
             return []
-        await state.prefetch({_sessions_key(_split(ident)[1]) for _, ident, _ in due})
+        await state.prefetch({_sessions_key(split_ident(ident)[2]) for _, ident, _ in due})
         out: list[Event] = []
         for when, ident, offset in due:
-            start, key = _split(ident)
+            _, start, key = split_ident(ident)
             skey = _sessions_key(key)
             current = state.get(skey)
             sessions = list(current.value or []) if current is not None else []
@@ -169,12 +168,3 @@ class SessionAggregate:
 
 def _sessions_key(key: str) -> str:
     return f"s|{key}"
-
-
-def _ident(start: int, key: str) -> str:
-    return f"{start:0{_WIDTH}d}|{key}"
-
-
-def _split(ident: str) -> tuple[int, str]:
-    start, _, key = ident.partition("|")
-    return int(start), key

@@ -28,12 +28,11 @@ from tidemark.config.aggregation import Aggregate, Sliding
 from tidemark.config.state import State
 from tidemark.operators.accumulators import Accumulator, Accumulators
 from tidemark.operators.events import Event, RecordError, iso
-from tidemark.operators.timers import Clock, timer_key
+from tidemark.operators.timers import Clock, split_ident, timer_key, window_ident
 from tidemark.operators.window import TimedInput, bounds
 
 OnError = Callable[[Event, RecordError], None]
 Window = dict[str, Any]
-_WIDTH = 15
 STORE_CLOCK = "store"  # the window store's stream time: the largest window start put
 
 
@@ -179,7 +178,7 @@ class SlidingAggregate:
             else:
                 windows[start] = {**windows[start], "closed": False}
                 end = start + self.size
-                ident = f"e{start:0{_WIDTH}d}|{key}"
+                ident = window_ident(start, key, "e")
                 clock.set_timer(state, end + self.grace, ident, end, offset)
 
     def _reverse(self, r: _Record, windows: dict[int, Window]) -> None:
@@ -268,7 +267,7 @@ class SlidingAggregate:
             self._close(windows, key, start, at, clock, state, out)
         remove_at = self._removed_at(start)
         if w["closed"] and remove_at <= before:
-            state.delete(timer_key(remove_at, f"r{start:0{_WIDTH}d}|{key}"), w["off"])
+            state.delete(timer_key(remove_at, window_ident(start, key, "r")), w["off"])
             del windows[start]
 
     def _close(
@@ -297,9 +296,9 @@ class SlidingAggregate:
     ) -> None:
         """Emitted: no emission timer any more; kept for lookups until its removal."""
         end = start + self.size
-        state.delete(timer_key(end + self.grace, f"e{start:0{_WIDTH}d}|{key}"), at)
+        state.delete(timer_key(end + self.grace, window_ident(start, key, "e")), at)
         windows[start] = {**windows[start], "closed": True, "off": max(windows[start]["off"], at)}
-        clock.set_timer(state, self._removed_at(start), f"r{start:0{_WIDTH}d}|{key}", end, at)
+        clock.set_timer(state, self._removed_at(start), window_ident(start, key, "r"), end, at)
 
     def _removed_at(self, start: int) -> int:
         """No record that is not late can look a window up once stream time is here."""
@@ -309,12 +308,11 @@ class SlidingAggregate:
         due = await clock.due(state)
         if not due:
             return []
-        await state.prefetch({_windows_key(ident.partition("|")[2]) for _, ident, _ in due})
+        await state.prefetch({_windows_key(split_ident(ident)[2]) for _, ident, _ in due})
         out: list[Event] = []
         touched: dict[str, tuple[dict[int, Window], int]] = {}
         for when, ident, offset in due:
-            head, _, key = ident.partition("|")
-            kind, start = head[0], int(head[1:])
+            kind, start, key = split_ident(ident)
             if key not in touched:
                 current = state.get(_windows_key(key))
                 windows = {w["start"]: w for w in (current.value or [])} if current else {}

@@ -33,6 +33,19 @@ def parse_timer(key: str) -> tuple[int, str]:
     return int(due), ident
 
 
+def window_ident(start: int, key: str, kind: str = "") -> str:
+    """What a timer of the window starting at `start` of group `key` names; `kind` tells
+    apart the timers of one window (a letter)."""
+    return f"{kind}{start:0{_WIDTH}d}|{key}"
+
+
+def split_ident(ident: str) -> tuple[str, int, str]:
+    """`(kind, start, key)` of a `window_ident`."""
+    head, _, key = ident.partition("|")
+    digits = len(head) - _WIDTH
+    return head[:digits], int(head[digits:]), key
+
+
 @dataclass
 class Clock:
     """Stream time through one batch: where it started and each record that raised it."""

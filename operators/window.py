@@ -27,9 +27,8 @@ from tidemark.config.base import field_path
 from tidemark.config.state import State
 from tidemark.operators.accumulators import Accumulators
 from tidemark.operators.events import Event, RecordError, event_time, iso, key_string
-from tidemark.operators.timers import Clock, timer_key
+from tidemark.operators.timers import Clock, split_ident, timer_key, window_ident
 
-_WIDTH = 15
 OnError = Callable[[Event, RecordError], None]
 
 
@@ -133,7 +132,9 @@ class TimeWindowAggregate:
             latest = max(t, stored["ts"]) if stored else t
             state.put(wkey, {"a": acc, "ts": latest, "end": end}, event.offset)
             if stored is None:
-                clock.set_timer(state, end + self._grace, _ident(start, key), end, event.offset)
+                clock.set_timer(
+                    state, end + self._grace, window_ident(start, key), end, event.offset
+                )
             if not self._on_close:
                 value = {**self._acc.result(acc), **bounds(start, end)}
                 out.append(Event(key, value, event.offset, latest))
@@ -146,7 +147,7 @@ class TimeWindowAggregate:
         due = await clock.due(state)
         if not due:
             return []
-        starts = {ident: _split(ident) for _, ident, _ in due}
+        starts = {ident: split_ident(ident)[1:] for _, ident, _ in due}
         await state.prefetch({_window_key(s, k) for s, k in starts.values()})
         out = []
         for when, ident, offset in due:
@@ -167,13 +168,4 @@ class TimeWindowAggregate:
 
 
 def _window_key(start: int, key: str) -> str:
-    return f"w|{start:0{_WIDTH}d}|{key}"
-
-
-def _ident(start: int, key: str) -> str:
-    return f"{start:0{_WIDTH}d}|{key}"
-
-
-def _split(ident: str) -> tuple[int, str]:
-    start, _, key = ident.partition("|")
-    return int(start), key
+    return f"w|{window_ident(start, key)}"
