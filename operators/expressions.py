@@ -92,6 +92,9 @@ class Expression:
             raise ExpressionError(f"invalid expression {source!r}: {exc}") from exc
         except (RecursionError, MemoryError, ValueError) as exc:
             raise ExpressionError(f"expression too deeply nested: {source[:80]!r}...") from exc
+        if not isinstance(self._tree, ast.Expr):  # simpleeval parses statements too
+            kind = type(self._tree).__name__
+            raise ExpressionError(f"{source!r}: an expression is needed, not a {kind} statement")
         self._check(source)
 
     def _check(self, source: str) -> None:

@@ -58,3 +58,9 @@ def test_an_expression_is_refused_or_runs_bounded_and_touches_nothing(
 def test_several_expressions_are_refused_not_cut_to_the_first() -> None:
     with pytest.raises(ExpressionError, match="one expression only"):
         Expression("amount > 0; amount")
+
+
+@pytest.mark.parametrize("source", ["A:0", "a = 1", "import os", "pass", "del a"])
+def test_statements_are_refused_at_load(source: str) -> None:
+    with pytest.raises(ExpressionError, match="not a"):
+        Expression(source)
