@@ -80,6 +80,7 @@ _STEP_TAGS = {
     "route",
     "python",
     "dedupe",
+    "join",
 }
 _PLAIN_KEY = re.compile(r"^[\w.-]+$")
 

@@ -20,6 +20,7 @@ from tidemark.config.aggregation import AGGREGATIONS, Aggregate, Millis
 from tidemark.config.base import NAME, Strict, field_path
 from tidemark.config.dedupe import Dedupe
 from tidemark.config.durations import Duration
+from tidemark.config.join import TOPIC, Join, Table
 
 __all__ = ["AGGREGATIONS", "Aggregate", "Strict", "Topology", "field_path"]
 
@@ -158,6 +159,10 @@ class DedupeStep(Strict):
     dedupe: Dedupe
 
 
+class JoinStep(Strict):
+    join: Join
+
+
 def _step_kind(step: Any) -> str | None:
     if isinstance(step, dict) and len(step) == 1:
         return str(next(iter(step)))
@@ -210,7 +215,7 @@ class FlatMapStep(Strict):
     flat_map: FlatMap
 
 
-_TOPIC = r"^[A-Za-z0-9._-]{1,249}$"  # what Kafka accepts as a topic name
+_TOPIC = TOPIC
 
 
 class RouteBranch(Strict):
@@ -304,13 +309,14 @@ Step = Annotated[
     | Annotated[FlatMapStep, Tag("flat_map")]
     | Annotated[RouteStep, Tag("route")]
     | Annotated[PythonStep, Tag("python")]
-    | Annotated[DedupeStep, Tag("dedupe")],
+    | Annotated[DedupeStep, Tag("dedupe")]
+    | Annotated[JoinStep, Tag("join")],
     Discriminator(
         _step_kind,
         custom_error_type="unknown_step",
         custom_error_message=(
             "a step is one of filter, map, project, aggregate, rename, flat_map, route, python,"
-            " dedupe"
+            " dedupe, join"
         ),
     ),
 ]
@@ -323,6 +329,9 @@ class Topology(Strict):
     kafka: KafkaConfig
     mongo: MongoConfig
     source: Source
+    tables: dict[Annotated[str, Field(pattern=_NAME)], Table] = Field(
+        default_factory=dict, description="topics read as tables, by the name `join` uses"
+    )
     pipeline: list[Step] = Field(default_factory=list)
     sink: Sink | None = None
     checkpoint: Checkpoint = Checkpoint()
@@ -344,4 +353,6 @@ class Topology(Strict):
         Snapshots record it, so a restore under a changed pipeline is visible.
         """
         shape = self.model_dump(mode="json", include={"name", "source", "pipeline", "sink"})
+        if self.tables:  # only then: hashes of topologies without tables stay as they were
+            shape["tables"] = self.model_dump(mode="json", include={"tables"})["tables"]
         return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]

@@ -7,6 +7,7 @@ from typing import Any, Protocol, cast, runtime_checkable
 
 from tidemark.config.state import Stamped, State
 from tidemark.operators.events import Event, RecordError
+from tidemark.operators.join import Join, TableFeed
 
 OnError = Callable[[Event, RecordError], None]
 
@@ -39,7 +40,7 @@ class BatchOperator(Protocol):
     async def run(self, events: list[Event], state: State, on_error: OnError) -> list[Event]: ...
 
 
-Operator = StatelessOperator | StatefulOperator | BatchOperator
+Operator = StatelessOperator | StatefulOperator | BatchOperator | Join
 
 
 class Pipeline:
@@ -62,6 +63,15 @@ class Pipeline:
         """Records windows dropped as late (`on_late: drop`) since the last call."""
         return self._take("late_dropped")
 
+    def take_table_errors(self) -> int:
+        """Table records joins skipped as not a JSON object (or without a key)."""
+        return self._take("table_errors")
+
+    @property
+    def tables(self) -> list[str]:
+        """The tables the joins read, in step order, without repeats."""
+        return list(dict.fromkeys(op.table for op in self.operators if isinstance(op, Join)))
+
     def take_duplicates_dropped(self) -> int:
         """Records `dedupe` dropped as duplicates since the last call."""
         return self._take("duplicates_dropped")
@@ -79,14 +89,22 @@ class Pipeline:
         return [op.id for op in self.operators if op.stateful]
 
     async def process(
-        self, events: list[Event], states: Mapping[str, State], on_error: OnError
+        self,
+        events: list[Event],
+        states: Mapping[str, State],
+        on_error: OnError,
+        feeds: Mapping[str, TableFeed] | None = None,
     ) -> list[Event]:
         """Outputs of the batch in input order; an event whose record is at fault
-        (`RecordError`) goes to `on_error`; any other error propagates: it is a bug."""
+        (`RecordError`) goes to `on_error`; any other error propagates: it is a bug.
+        `feeds` are the partition's table partitions, by table name, for joins."""
         for op, fanned in zip(self.operators, self._after_fan_out, strict=True):
             if op.stateful:
                 state = cast(State, _Siblings(states[op.id])) if fanned else states[op.id]
-                if isinstance(op, BatchOperator):  # windows: the batch at once, with timers
+                if isinstance(op, Join):
+                    assert feeds is not None, "a pipeline with a join needs its table feeds"
+                    events = await op.join(events, state, feeds[op.table], on_error)
+                elif isinstance(op, BatchOperator):  # windows: the batch at once, with timers
                     events = await op.run(events, state, on_error)
                 else:
                     events = await _stateful_stage(op, events, state, on_error)  # type: ignore[arg-type]

@@ -8,6 +8,7 @@ from tidemark.config.model import (
     DedupeStep,
     FilterStep,
     FlatMapStep,
+    JoinStep,
     MapStep,
     ProjectStep,
     PythonStep,
@@ -21,6 +22,7 @@ from tidemark.operators.custom import PythonMap, PythonStateful
 from tidemark.operators.dedupe import Dedupe
 from tidemark.operators.events import StepError
 from tidemark.operators.expiry import Expiring
+from tidemark.operators.join import Join
 from tidemark.operators.pipeline import Operator, Pipeline
 from tidemark.operators.session import SessionAggregate
 from tidemark.operators.sliding import SlidingAggregate
@@ -37,7 +39,7 @@ def build_pipeline(topology: Topology) -> Pipeline:
     for i, step in enumerate(topology.pipeline):
         try:
             _check_placement(topology, i, step)
-            operator = _operator(step)
+            operator = _join(topology, step) if isinstance(step, JoinStep) else _operator(step)
             if operator.stateful and operator.id in owners:
                 raise StepError(
                     f"id {operator.id!r} is also pipeline[{owners[operator.id]}]'s: "
@@ -66,6 +68,23 @@ def _check_placement(topology: Topology, i: int, step: Step) -> None:
             f"{topology.sink.topic!r} would receive nothing: remove one of them",
             f"[{len(step.route) - 1}].otherwise",
         )
+
+
+def _join(topology: Topology, step: JoinStep) -> Join:
+    spec = step.join
+    if spec.table not in topology.tables:
+        declared = ", ".join(sorted(topology.tables)) or "none"
+        raise StepError(f"no table {spec.table!r} under `tables:` (declared: {declared})", ".table")
+    key = topology.source.key
+    if key is not None and key != spec.on:
+        # The stream is partitioned by its Kafka key, which this topology never sees: the
+        # source's key field must be the join key for the rows to be in the same partition.
+        raise StepError(
+            f"the source is keyed by {key!r}: a join needs its stream keyed by the join key, "
+            f"so `on` must be {key!r} (or the source's `key` left to the Kafka key)",
+            ".on",
+        )
+    return Join(spec, keyed_by_on=key is None)
 
 
 def _aggregate(spec: Aggregate) -> Operator:

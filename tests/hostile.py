@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from tidemark.config import load_topology
 from tidemark.operators import Event, RecordError, build_pipeline
 from tidemark.operators.events import iso
+from tidemark.operators.join import TableRecord
 from tidemark.operators.memory import InMemoryState
 from tidemark.processor.runtime.decoding import Decoder
 
@@ -159,6 +160,13 @@ def interleave(
 BATCH = 16
 
 
+class NoRows:
+    """A table partition with nothing in it: joins find no row."""
+
+    async def head(self, position: int) -> TableRecord | None:
+        return None
+
+
 def run_in_memory(
     example: Path, records: list[tuple[bytes | None, bytes]]
 ) -> tuple[list[Event], dict[int, str], dict[str, Any]]:
@@ -167,6 +175,7 @@ def run_in_memory(
     topology = load_topology(example, env={})
     pipeline = build_pipeline(topology)
     states = {op: InMemoryState() for op in pipeline.stateful_ids}
+    feeds = {table: NoRows() for table in pipeline.tables}
     decoder = Decoder(topology.source)
     outputs: list[Event] = []
     rejected: dict[int, str] = {}
@@ -181,7 +190,7 @@ def run_in_memory(
                 events.append(decoder.decode(key, value, offset, 0))
             except RecordError as exc:
                 rejected[offset] = str(exc)
-        outputs += asyncio.run(pipeline.process(events, states, reject))
+        outputs += asyncio.run(pipeline.process(events, states, reject, feeds))
     final = {op: {k: s.value for k, s in st.data.items()} for op, st in states.items()}
     return outputs, rejected, final
 

@@ -58,9 +58,12 @@ async def crash_and_replay(
     """Outputs at or past C of a run cut by `cuts`, and of a run that crashed in the flush of
     cut `c` with W still at cut `w` (`w <= c`, indexes into the batch ends) and replayed from
     W in batches of another size: the timers that cut set were written (the store writes
-    them first), any other part of the flush may have landed or not."""
+    them first), any other part of the flush may have landed or not; stream times and other
+    clocks are read as of W (`state/clocks.py`)."""
     first = Run(make_op())
-    cuts_at: list[tuple[dict[str, Stamped], int]] = [({}, first.state.stream_time)]
+    cuts_at: list[tuple[dict[str, Stamped], int, dict[str, int]]] = [
+        ({}, first.state.stream_time, {})
+    ]
     ends = [0]
     i, n = 0, 0
     while i < len(events):
@@ -68,11 +71,11 @@ async def crash_and_replay(
         await first.feed(events[i : i + size])
         i, n = min(i + size, len(events)), n + 1
         ends.append(i)
-        cuts_at.append((dict(first.state.data), first.state.stream_time))
+        cuts_at.append((dict(first.state.data), first.state.stream_time, dict(first.state.clocks)))
     w, c = min(w, len(ends) - 1), min(c, len(ends) - 1)
     w, c = min(w, c), max(w, c)
-    at_w, time_w = cuts_at[w]
-    at_c, _ = cuts_at[c]
+    at_w, time_w, clocks_w = cuts_at[w]
+    at_c, _, _ = cuts_at[c]
     rng = random.Random(seed)
     stored = dict(at_w)
     for key, stamped in at_c.items():
@@ -81,7 +84,7 @@ async def crash_and_replay(
         if (key.startswith("t|") and stamped.value is not None) or rng.random() < 0.5:
             stored[key] = stamped
     state = InMemoryState()
-    state.data, state.stream_time = stored, time_w
+    state.data, state.stream_time, state.clocks = stored, time_w, dict(clocks_w)
     again = Run(make_op(), state)
     await again.feed_cut(events[ends[w] :], [rng.randint(1, 5)])
     emit_from = events[ends[c]].offset if ends[c] < len(events) else events[-1].offset + 1

@@ -11,6 +11,7 @@ import asyncio
 import json
 import time
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -49,8 +50,11 @@ async def run_demo(topology: Topology, events: int) -> int:
     outputs = _output_topics(t)
     before = await asyncio.to_thread(_ends, t, [*outputs, t.dead_letter_topic])
     now = int(time.time() * 1000)
+    for name, rows in samples.sample_tables(t, events, now).items():
+        await asyncio.to_thread(_produce, t, t.tables[name].topic, rows)
+        print(f"produced {len(rows)} rows to table {name!r} ({t.tables[name].topic!r})")
     records = samples.sample_records(t, events, now)
-    await asyncio.to_thread(_produce, t, records)
+    await asyncio.to_thread(_produce, t, t.source.topic, records)
     ends = (await asyncio.to_thread(_ends, t, [t.source.topic]))[t.source.topic]
     print(f"\nproduced {len(records)} events to {t.source.topic!r} ({samples.describe(t)})")
     print(f"  for example: {json.dumps(records[0][1]) if records else '-'}\nprocessing...")
@@ -111,12 +115,13 @@ def _end(reader: Consumer, topic: str, partition: int) -> int:
             time.sleep(0.2)
 
 
-def _produce(topology: Topology, records: list[samples.Record]) -> None:
+def _produce(
+    topology: Topology, topic: str, records: Sequence[samples.Record | samples.Row]
+) -> None:
     producer = Producer({**base(topology), "linger.ms": 20})
     for key, value in records:
-        producer.produce(
-            topology.source.topic, orjson.dumps(value), key.encode() if key is not None else None
-        )
+        body = orjson.dumps(value) if value is not None else None
+        producer.produce(topic, body, key.encode() if key is not None else None)
         producer.poll(0)
     if producer.flush(30):
         raise RuntimeError("sample events not delivered within 30 s")

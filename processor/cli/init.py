@@ -1,8 +1,9 @@
 """`tidemark init`: create what a topology needs before its first worker starts.
 
 Idempotent, for a one-shot init container or Job: missing Kafka topics (source, sink,
-route topics, dead letters) are created with the given partition count; existing ones are
-left as they are. Then the MongoDB collections and indexes the workers would create at start.
+route topics, dead letters, tables, these compacted) are created with the source's partition
+count; existing ones are left as they are. Then the MongoDB collections and indexes the
+workers would create at start.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ async def initialize(topology: Topology, partitions: int | None, replication: in
     t = topology
     names = [t.source.topic, t.dead_letter_topic, *([t.sink.topic] if t.sink else [])]
     names += [r for r in route_topics(t) if r not in names]
+    tables = [table.topic for table in t.tables.values()]
+    names += [n for n in tables if n not in names]
     try:
         counts = await asyncio.to_thread(partition_counts, t, names)
         missing = [n for n in names if n not in counts]
@@ -38,7 +41,7 @@ async def initialize(topology: Topology, partitions: int | None, replication: in
         for name in names:
             print(f"topic {name}: {'exists' if name in counts else f'created, {count} partitions'}")
         if missing and count is not None:
-            await asyncio.to_thread(_create, t, missing, count, replication)
+            await asyncio.to_thread(_create, t, missing, count, replication, tables)
     except KafkaException as exc:
         print(f"tidemark init: {secrets.scrub(str(exc))}")
         return EXIT_FAILED
@@ -53,9 +56,18 @@ async def initialize(topology: Topology, partitions: int | None, replication: in
     return 0
 
 
-def _create(topology: Topology, names: list[str], partitions: int, replication: int) -> None:
+def _create(
+    topology: Topology, names: list[str], partitions: int, replication: int, tables: list[str]
+) -> None:
     admin = AdminClient(base(topology))
-    futures = admin.create_topics([NewTopic(n, partitions, replication) for n in names])
+    # A table keeps its latest row per key: compaction bounds it by the number of keys.
+    compacted = {"cleanup.policy": "compact"}
+    futures = admin.create_topics(
+        [
+            NewTopic(n, partitions, replication, config=compacted if n in tables else {})
+            for n in names
+        ]
+    )
     for future in futures.values():
         try:
             future.result(timeout=30)

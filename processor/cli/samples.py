@@ -21,6 +21,7 @@ from tidemark.config.model import (
     DedupeStep,
     FilterStep,
     FlatMapStep,
+    JoinStep,
     MapStep,
     PythonStep,
     RenameStep,
@@ -31,6 +32,7 @@ from tidemark.operators.events import iso
 from tidemark.operators.expressions import FUNCTIONS
 
 Record = tuple[str | None, dict[str, Any]]  # Kafka key, JSON value
+Row = tuple[str, dict[str, Any] | None]  # a table's: key, JSON value (None deletes the key)
 Generator = Callable[[random.Random, int, int], list[Record]]  # rng, count, now (epoch ms)
 
 MINUTE = 60_000
@@ -165,13 +167,62 @@ def _payments(rng: random.Random, count: int, now: int) -> list[Record]:
     return _in_arrival_order(timed[:count], rng, 20_000)
 
 
+TIERS = ["bronze", "silver", "gold"]
+
+
+def _customers(rng: random.Random, count: int, now: int) -> dict[str, list[Row]]:
+    """One row per customer (one per ten orders), two moved up to gold, the last deleted."""
+    ids = [f"cust-{i:03d}" for i in range(max(5, count // 10))]
+    first = {
+        c: {
+            "name": f"Customer {c[5:]}",
+            "tier": rng.choice(TIERS),
+            "country": rng.choice(COUNTRIES),
+        }
+        for c in ids
+    }
+    rows: list[Row] = list(first.items())
+    rows += [(c, {**first[c], "tier": "gold"}) for c in rng.sample(ids, 2)]
+    rows.append((ids[-1], None))  # a tombstone: this customer's orders get null fields
+    return {"customers": rows}
+
+
+def _customer_orders(rng: random.Random, count: int, now: int) -> list[Record]:
+    """Orders of the customers above, one in twenty of a customer the table does not know."""
+    known = max(5, count // 10)
+    records: list[Record] = []
+    for i in range(count):
+        number = rng.randrange(known) if rng.random() >= 0.05 else 900 + rng.randrange(99)
+        customer = f"cust-{number:03d}"
+        order = {
+            "order_id": f"o-{now // 1000}-{i}",
+            "customer_id": customer,
+            "quantity": rng.randint(1, 4),
+            "price": round(rng.uniform(2, 80), 2),
+        }
+        records.append((customer, order))
+    return records
+
+
 GENERATORS: dict[str, Generator] = {
     "clicks-per-user": _clicks,
     "orders-per-country": _orders,
     "iot-device-stats": _iot,
     "clickstream-sessions": _sessions,
     "payment-fraud-velocity": _payments,
+    "orders-with-customers": _customer_orders,
 }
+TableGenerator = Callable[[random.Random, int, int], dict[str, list[Row]]]
+TABLES: dict[str, TableGenerator] = {"orders-with-customers": _customers}
+
+
+def sample_tables(
+    topology: Topology, count: int, now: int, seed: int | None = None
+) -> dict[str, list[Row]]:
+    """Rows for the topology's tables, by table name, to produce before the events (empty
+    for a topology without a generator: its joins then find no rows)."""
+    make = TABLES.get(topology.name)
+    return make(random.Random(seed), count, now) if make else {}
 
 
 # -- any other topology ----------------------------------------------------------------------
@@ -264,6 +315,9 @@ def _fields(topology: Topology) -> _Fields:
                 fields.need(step.dedupe.time, "time")
         elif isinstance(step, PythonStep) and step.python.key:
             fields.need(step.python.key, "key")
+        elif isinstance(step, JoinStep):
+            fields.need(step.join.on, "key")
+            fields.made.update(step.join.fields or [])
         elif isinstance(step, AggregateStep):
             fields.aggregate(step.aggregate)
     return fields
@@ -337,9 +391,11 @@ def _set(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
 
 
 def _key(topology: Topology, doc: dict[str, Any]) -> str | None:
-    """The Kafka key: the source key field, else the first group key (same key, same
-    partition, as state is kept per partition)."""
-    keys = [topology.source.key, *(s.key for s in topology.aggregates())]
+    """The Kafka key: the source key field, else the join key (the table's rows are keyed
+    so), else the first group key (same key, same partition, as state is kept per
+    partition)."""
+    joins = [s.join.on for s in topology.pipeline if isinstance(s, JoinStep)]
+    keys = [topology.source.key, *joins, *(s.key for s in topology.aggregates())]
     for path in (k for k in keys if k):
         found: Any = doc
         for part in field_path(path):

@@ -253,6 +253,7 @@ class Replay:
         finally:
             bar.close()
             await asyncio.to_thread(consumer.close)
+            await asyncio.to_thread(batches.close)
         return part
 
     async def _commit(

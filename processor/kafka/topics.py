@@ -1,5 +1,5 @@
-"""Topic checks at start: the source, sink and route topics exist, the dead-letter topic is
-created."""
+"""Topic checks at start: the source, sink, route and table topics exist, tables are
+partitioned like the source, the dead-letter topic is created."""
 
 from __future__ import annotations
 
@@ -43,7 +43,8 @@ def check_topics(topology: Topology) -> dict[str, int]:
     """Fail clearly if the source, sink or a route topic is missing; create the dead-letter
     topic if missing."""
     routes = route_topics(topology)
-    names = [topology.source.topic, topology.dead_letter_topic, *routes]
+    tables = [t.topic for t in topology.tables.values()]
+    names = [topology.source.topic, topology.dead_letter_topic, *routes, *tables]
     if topology.sink:
         names.append(topology.sink.topic)
     counts = partition_counts(topology, names)
@@ -54,6 +55,7 @@ def check_topics(topology: Topology) -> dict[str, int]:
     ):
         if topic is not None and topic not in counts:
             raise TopologyError(f"{role} topic {topic!r} does not exist; create it first")
+    _check_tables(topology, counts)
     if topology.dead_letter_topic not in counts:
         admin = AdminClient(base(topology))
         new = NewTopic(topology.dead_letter_topic, counts[topology.source.topic], -1)
@@ -64,6 +66,21 @@ def check_topics(topology: Topology) -> dict[str, int]:
                 raise
         counts[topology.dead_letter_topic] = counts[topology.source.topic]
     return counts
+
+
+def _check_tables(topology: Topology, counts: dict[str, int]) -> None:
+    """A join finds a stream record's row only if the table has the source's partition
+    count (and is keyed alike, which the join checks per record)."""
+    source = topology.source.topic
+    for name, table in topology.tables.items():
+        if table.topic not in counts:
+            raise TopologyError(f"table {name!r}: topic {table.topic!r} does not exist")
+        if counts[table.topic] != counts[source]:
+            raise TopologyError(
+                f"table {name!r} is not co-partitioned with the source: topic "
+                f"{table.topic!r} has {counts[table.topic]} partitions, {source!r} has "
+                f"{counts[source]}; a join needs the same count, keyed alike"
+            )
 
 
 def sink_partitioned(topology: Topology, counts: dict[str, int]) -> bool:

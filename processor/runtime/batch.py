@@ -22,6 +22,7 @@ from tidemark.config.state import NotPrefetched
 from tidemark.config.throttle import Throttle
 from tidemark.operators import Event, RecordError
 from tidemark.operators.pipeline import Pipeline
+from tidemark.processor.kafka.tables import Tables
 from tidemark.processor.kafka.transaction import Transaction
 from tidemark.processor.observability import metrics
 from tidemark.processor.protocol.partition import Partition, Phase
@@ -71,6 +72,12 @@ class BatchProcessor:
         self._sink_partitioned = sink_partitioned
         self._metrics = _Meters(topology.name)
         self._throttle = Throttle()
+        self._tables = Tables(topology) if pipeline.tables else None
+
+    def close(self) -> None:
+        """Let go of the table reader, if joins have one."""
+        if self._tables is not None:
+            self._tables.close()
 
     async def run(self, part: Partition, batch: list[Raw]) -> None:
         """Process one partition's batch; the partition fails past the failure limit."""
@@ -86,8 +93,12 @@ class BatchProcessor:
         def on_error(event: Event, exc: RecordError) -> None:
             failures[event.offset] = exc
 
+        feeds = None
+        if self._tables is not None:
+            self._tables.refresh()
+            feeds = self._tables.feeds(self.pipeline.tables, part.number)
         try:
-            outputs = await self.pipeline.process(events, part.states, on_error)
+            outputs = await self.pipeline.process(events, part.states, on_error, feeds)
         except NotPrefetched:
             if part.processing:
                 raise
@@ -114,6 +125,8 @@ class BatchProcessor:
             self._metrics.late_dropped(part.number, dropped)
         if duplicates := self.pipeline.take_duplicates_dropped():
             self._metrics.duplicates_dropped(part.number, duplicates)
+        if skipped := self.pipeline.take_table_errors():
+            log.warning("table_records_skipped", partition=part.number, records=skipped)
 
     def _emit(self, part: Partition, out: Event, topic: str) -> None:
         key = out.key.encode() if out.key is not None else None

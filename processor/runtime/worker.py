@@ -122,6 +122,8 @@ class Worker:
                     await self._tx.abort()
             if hasattr(self, "consumer"):
                 await asyncio.to_thread(self.consumer.close)
+            if hasattr(self, "_batches"):
+                await asyncio.to_thread(self._batches.close)
             await mongo.close()
             log.info("worker_stopped", topology=t.name, owner=self.owner)
 

@@ -76,6 +76,8 @@ def local_example(
     doc["source"]["topic"] = source = local(doc["source"]["topic"])
     if doc.get("sink"):
         doc["sink"]["topic"] = local(doc["sink"]["topic"])
+    for table in doc.get("tables", {}).values():
+        table["topic"] = local(table["topic"])
     for step in doc["pipeline"]:
         for branch in step.get("route", []):
             for field in ("to", "otherwise"):
