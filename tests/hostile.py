@@ -135,6 +135,13 @@ def good_records(example: Path, marker: str, n: int) -> list[tuple[bytes, bytes]
                 "country": ("NL", "DE", "FR")[i // 3 % 3] if card == 0 else "NL",
                 "ts": _TODAY + i * 40_000,
             }
+        elif example.stem == "orders-with-customers":
+            doc = {
+                "order_id": i,
+                "customer_id": f"{marker}-{i % 4}",
+                "quantity": i % 3 + 1,
+                "price": 10.5 + i,
+            }
         else:
             doc = {
                 "order_id": i,
@@ -143,7 +150,8 @@ def good_records(example: Path, marker: str, n: int) -> list[tuple[bytes, bytes]
                 "price": 10.5 + i,
                 "country": f"{marker}-{i % 4}",
             }
-        records.append((str(i).encode(), orjson.dumps(doc)))
+        key = doc.get("customer_id", str(i))  # a join's stream is keyed by its join key
+        records.append((key.encode(), orjson.dumps(doc)))
     return records
 
 

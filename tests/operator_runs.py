@@ -92,3 +92,30 @@ async def crash_and_replay(
         [e for e in first.outputs if e.offset >= emit_from],
         [e for e in again.outputs if e.offset >= emit_from],
     )
+
+
+async def reassigned(
+    make_op: Callable[[], BatchOperator], events: list[Event], cuts: Sequence[int], moves: set[int]
+) -> Run:
+    """A run cut by `cuts` whose partition moves to another worker after each batch index in
+    `moves`: the new owner starts from what the last state checkpoint left (values, stream
+    times and clocks; deleted keys swept away) with a new operator and nothing in memory.
+    Its outputs and errors are those of the whole run."""
+    whole = Run(make_op())
+    run = Run(make_op())
+    i, n = 0, 0
+    while i < len(events):
+        size = cuts[n % len(cuts)]
+        await run.feed(events[i : i + size])
+        i, n = min(i + size, len(events)), n + 1
+        if n in moves:
+            state = InMemoryState()
+            state.data = {k: v for k, v in run.state.data.items() if v.value is not None}
+            state.stream_time, state.clocks = run.state.stream_time, dict(run.state.clocks)
+            whole.outputs += run.outputs
+            whole.errors += run.errors
+            run = Run(make_op(), state)
+    whole.outputs += run.outputs
+    whole.errors += run.errors
+    whole.state = run.state
+    return whole

@@ -4,6 +4,7 @@ database: a copy with only the names and addresses changed, fed crafted records.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -85,7 +86,7 @@ def local_example(
                     branch[field] = local(branch[field])
     dead_letters = topic("dlq")
     if rename:
-        doc["name"] = f"{doc['name']}-{source[-6:]}"
+        doc["name"] = f"{doc['name']}-{hashlib.sha1(source.encode()).hexdigest()[:8]}"
     doc["kafka"] = {
         "bootstrap_servers": services.kafka,
         "consumer": {"session.timeout.ms": 3000, "heartbeat.interval.ms": 300},

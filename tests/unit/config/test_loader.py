@@ -57,7 +57,7 @@ def test_every_error_is_reported_at_once() -> None:
 def test_unknown_step_kind() -> None:
     assert errors_of(example(**{"- filter:": "- filtr:"})) == [
         "pipeline[0]: a step is one of filter, map, project, aggregate, rename, flat_map, route,"
-        " python, dedupe"
+        " python, dedupe, join"
     ]
 
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from tests.operator_runs import Run, crash_and_replay, summary
+from tests.operator_runs import Run, crash_and_replay, reassigned, summary
 from tidemark.config import ConfigError, parse_topology
 from tidemark.config.dedupe import Dedupe as DedupeSpec
 from tidemark.operators import Event, InMemoryState, Pipeline, RecordError, build_pipeline
@@ -184,3 +184,18 @@ async def test_a_replay_after_a_crash_passes_and_drops_what_the_first_run_did(
 ) -> None:
     expected, replayed = await crash_and_replay(dedupe, events(*recs), cuts, w, c, seed)
     assert summary(replayed) == summary(expected)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    records(),
+    st.lists(st.integers(1, 7), min_size=1, max_size=10),
+    st.sets(st.integers(1, 12), max_size=4),
+)
+async def test_decisions_do_not_depend_on_partition_reassignments(
+    recs: list[tuple[str, int]], cuts: list[int], moves: set[int]
+) -> None:
+    one = Run(dedupe())
+    await one.feed(events(*recs))
+    moved = await reassigned(dedupe, events(*recs), cuts, moves)
+    assert summary(moved.outputs) == summary(one.outputs)

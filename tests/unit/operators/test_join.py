@@ -12,7 +12,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.operator_runs import Run, crash_and_replay, summary
+from tests.operator_runs import Run, crash_and_replay, reassigned, summary
 from tidemark.config import ConfigError, parse_topology
 from tidemark.config.join import Join as JoinSpec
 from tidemark.config.state import State
@@ -216,3 +216,17 @@ async def test_a_crash_between_checkpoints_replays_to_the_same_outputs(
         lambda: Joined(table, fields=["v"]), stream, cuts, w, c, seed
     )
     assert summary(replayed) == summary(expected)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    inputs(),
+    st.lists(st.integers(1, 7), min_size=1, max_size=10),
+    st.sets(st.integers(1, 12), max_size=4),
+)
+async def test_results_do_not_depend_on_partition_reassignments(
+    data: tuple[list[TableRecord], list[Event]], cuts: list[int], moves: set[int]
+) -> None:
+    table, stream = data
+    moved = await reassigned(lambda: Joined(table, fields=["v"]), stream, cuts, moves)
+    assert [(e.value["order"], e.value["v"]) for e in moved.outputs] == merged(table, stream)

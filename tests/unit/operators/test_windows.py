@@ -8,6 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.operator_runs import reassigned
 from tidemark.config.aggregation import Aggregate
 from tidemark.operators import Event, InMemoryState, RecordError
 from tidemark.operators.session import SessionAggregate
@@ -214,3 +215,24 @@ async def test_results_do_not_depend_on_batch_sizes(
         i, n = i + size, n + 1
     assert sorted(summary(batched.outputs)) == sorted(summary(one.outputs))
     assert batched.errors == one.errors
+
+
+def as_events(recs: list[tuple[str, int]]) -> list[Event]:
+    return [Event(k, {"k": k, "t": t, "x": 1}, i, 0) for i, (k, t) in enumerate(recs)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    records(),
+    windows(),
+    st.lists(st.integers(1, 7), min_size=1, max_size=10),
+    st.sets(st.integers(1, 12), max_size=4),
+)
+async def test_results_do_not_depend_on_partition_reassignments(
+    recs: list[tuple[str, int]], window: dict[str, Any], cuts: list[int], moves: set[int]
+) -> None:
+    one = Run(op(window))
+    await one.feed(*recs)
+    moved = await reassigned(lambda: op(window), as_events(recs), cuts, moves)
+    assert summary(moved.outputs) == summary(one.outputs)
+    assert moved.errors == one.errors
