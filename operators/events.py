@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,22 @@ class RecordError(TidemarkError):
     def __init__(self, message: str, reason: str = "invalid") -> None:
         super().__init__(message)
         self.reason = reason  # a short category, for the dead-letter metric's label
+
+
+OnError = Callable[[Event, RecordError], None]
+
+
+def keyed(
+    events: list[Event], key_of: Callable[[Event], str], on_error: OnError
+) -> list[tuple[Event, str]]:
+    """Each event with its key; an event whose key cannot be read goes to `on_error`."""
+    out: list[tuple[Event, str]] = []
+    for event in events:
+        try:
+            out.append((event, key_of(event)))
+        except RecordError as exc:
+            on_error(event, exc)
+    return out
 
 
 class StepError(TidemarkError):

@@ -14,16 +14,14 @@ Only stream records produce outputs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from tidemark.config.base import field_path
 from tidemark.config.join import Join as JoinSpec
 from tidemark.config.state import State
-from tidemark.operators.events import Event, RecordError, key_string
+from tidemark.operators.events import Event, OnError, RecordError, key_string, keyed
 
-OnError = Callable[[Event, RecordError], None]
 POSITION = "table"  # the clock holding the table position
 
 
@@ -68,16 +66,11 @@ class Join:
         self, events: list[Event], state: State, feed: TableFeed, on_error: OnError
     ) -> list[Event]:
         """The batch's records enriched, in offset order (inner: those with a row only)."""
-        keyed: list[tuple[Event, str]] = []
-        for event in events:
-            try:
-                keyed.append((event, self._row_key(event)))
-            except RecordError as exc:
-                on_error(event, exc)
-        await state.prefetch({_row(key) for _, key in keyed})
+        pairs = keyed(events, self._row_key, on_error)
+        await state.prefetch({_row(key) for _, key in pairs})
         start = position = max(await state.load_stream_time(POSITION), 0)
         out = []
-        for event, key in keyed:
+        for event, key in pairs:
             while (record := await feed.head(position)) is not None:
                 if record.timestamp > event.timestamp:
                     break

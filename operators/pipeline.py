@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, cast, runtime_checkable
 
 from tidemark.config.state import Stamped, State
-from tidemark.operators.events import Event, RecordError
+from tidemark.operators.events import Event, OnError, RecordError, keyed
 from tidemark.operators.join import Join, TableFeed
-
-OnError = Callable[[Event, RecordError], None]
 
 
 class StatelessOperator(Protocol):
@@ -167,15 +165,10 @@ class _Siblings:
 async def _stateful_stage(
     op: StatefulOperator, events: list[Event], state: State, on_error: OnError
 ) -> list[Event]:
-    keyed: list[tuple[Event, str]] = []
-    for event in events:
-        try:
-            keyed.append((event, op.key_of(event)))
-        except RecordError as exc:
-            on_error(event, exc)
-    await state.prefetch({key for _, key in keyed})
+    pairs = keyed(events, op.key_of, on_error)
+    await state.prefetch({key for _, key in pairs})
     out: list[Event] = []
-    for event, key in keyed:
+    for event, key in pairs:
         try:
             result = op.apply(event, key, state)
         except RecordError as exc:

@@ -31,7 +31,7 @@ from tidemark.state.changelog import Changelog
 from tidemark.state.errors import StateError
 from tidemark.state.names import state_collection, state_id
 from tidemark.state.retry import DUPLICATE_KEY, with_retry
-from tidemark.state.store import send_updates
+from tidemark.state.store import DELETE_BATCH, delete_matching, send_updates
 
 SNAPSHOTS = "snapshots"
 Kind = Literal["full", "delta"]
@@ -343,22 +343,14 @@ class Snapshots:
         """Remove the partition's state up to `epoch` (replay from the start, or a restore).
 
         The caller raised the floor to `epoch` first, so the documents deleted here cannot
-        come back to life through a zombie's retried flush. In batches of ids: FerretDB 1.x
-        fails a `delete_many` matching more documents than SQLite's limit of bound variables.
+        come back to life through a zombie's retried flush.
         """
         faults.point("restore_clear")
-        flt = {"p": partition, "ep": {"$lte": epoch}}
-        while True:
-            docs = await with_retry(
-                lambda: self._state.find(flt, {"_id": 1}).limit(10_000).to_list(None)
-            )
-            if not docs:
-                return
-            await self._delete_ids([d["_id"] for d in docs])
+        await delete_matching(self._state, {"p": partition, "ep": {"$lte": epoch}})
 
     async def _delete_ids(self, ids: list[str]) -> None:
-        for start in range(0, len(ids), 10_000):
-            batch = {"_id": {"$in": ids[start : start + 10_000]}}
+        for start in range(0, len(ids), DELETE_BATCH):
+            batch = {"_id": {"$in": ids[start : start + DELETE_BATCH]}}
             await with_retry(lambda b=batch: self._state.delete_many(b))  # type: ignore[misc]
 
     async def forget_after(self, partition: int, offset: int) -> None:

@@ -240,9 +240,9 @@ class PartitionStore:
     async def sweep_tombstones(self, epoch: int, below: int) -> int:
         """Remove deletes the checkpoint has passed: recovery never replays below it."""
         flt = {"p": self.partition, "del": True, "off": {"$lt": below}, "ep": {"$lte": epoch}}
-        result = await with_retry(lambda: self._coll.delete_many(flt))
+        deleted = await delete_matching(self._coll, flt)
         self.tombstones = 0
-        return result.deleted_count
+        return deleted
 
     def take_cache_stats(self) -> tuple[int, int, int]:
         """Hits, misses and evictions since the last call (for metrics)."""
@@ -255,6 +255,25 @@ class PartitionStore:
         for _ in range(over):
             self._cache.popitem(last=False)
         self._evictions += max(0, over)
+
+
+DELETE_BATCH = 10_000
+
+
+async def delete_matching(coll: AsyncCollection[Any], flt: dict[str, Any]) -> int:
+    """`delete_many(flt)` in batches of ids: FerretDB 1.x on SQLite fails a delete matching
+    more documents than SQLite binds variables (32,766), and a sweep after a checkpoint that
+    closed many windows matches more."""
+    deleted = 0
+    while docs := await with_retry(
+        lambda: coll.find(flt, {"_id": 1}).limit(DELETE_BATCH).to_list(None)
+    ):
+        batch = {"_id": {"$in": [d["_id"] for d in docs]}}
+        result = await with_retry(lambda b=batch: coll.delete_many(b))  # type: ignore[misc]
+        deleted += result.deleted_count
+        if len(docs) < DELETE_BATCH:
+            break
+    return deleted
 
 
 async def send_updates(

@@ -95,6 +95,32 @@ async def test_tombstones_are_swept_once_the_checkpoint_passes(mongo_db: Db) -> 
     assert ids == ["agg:0:kept"]
 
 
+async def test_a_sweep_of_more_tombstones_than_sqlite_binds_removes_them_all(
+    mongo_db: Db,
+) -> None:
+    # One checkpoint that closed many windows: FerretDB on SQLite refuses one delete of more
+    # than 32,766 documents, and the worker died on it before sweeps went in batches.
+    s = await store(mongo_db)
+    coll = mongo_db[state_collection("t")]
+    n = 33_000  # deleted keys as a flush leaves them
+    docs = [
+        {
+            "_id": f"w:0:k{i}",
+            "op": "w",
+            "k": f"k{i}",
+            "p": 0,
+            "v": None,
+            "off": i,
+            "ep": 1,
+            "del": True,
+        }
+        for i in range(n)
+    ]
+    await coll.insert_many([*docs, {**docs[0], "_id": "w:0:alive", "del": False, "off": 2 * n}])
+    assert await s.sweep_tombstones(epoch=1, below=3 * n) == n
+    assert [d["_id"] async for d in coll.find({})] == ["w:0:alive"]
+
+
 async def test_checkpoint_epochs_fence_the_previous_owner(mongo_db: Db) -> None:
     cps = Checkpoints(mongo_db, "t")
     first = await cps.acquire("in", 0, "w1")
