@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import platform
 import statistics
 from pathlib import Path
@@ -41,12 +40,15 @@ def write_report(results: Path) -> None:
             "| contender | events/s median | min-max | to ceiling | to Quix | correct |",
             "|---|---:|---:|---:|---:|---|",
         ]
+
+        def ratio(n: str, to: str) -> str:
+            return f"{medians[n] / medians[to]:.2f}" if to in medians else "-"
+
         for n in names:
-            to_ceiling = medians[n] / medians["ceiling"] if "ceiling" in medians else math.nan
-            to_quix = medians[n] / medians["quixstreams"] if "quixstreams" in medians else math.nan
             lines.append(
                 f"| {n} | {medians[n]:,.0f} | {min(rates[n]):,.0f}-{max(rates[n]):,.0f} | "
-                f"{to_ceiling:.2f} | {to_quix:.2f} | {'yes' if correct[n] else 'NO'} |"
+                f"{ratio(n, 'ceiling')} | {ratio(n, 'quixstreams')} | "
+                f"{'yes' if correct[n] else 'NO'} |"
             )
         if "tidemark-tumbling" in names:
             lines += [
