@@ -8,13 +8,14 @@ BIN := $(VENV)/bin
 PACKAGES := -p tidemark
 PYTEST_ARGS ?=
 
-.PHONY: help venv services services-down services-reset lint typecheck test unit demo bench bench-compare soak up down clean
+.PHONY: help venv services services-down services-reset lint typecheck test unit demo bench bench-quick bench-compare soak up down clean
 
 help:
 	@echo "make demo            run the example topology on the local stack"
 	@echo "make test            lint, type-check and run every test (installs what it needs)"
 	@echo "make services        start Kafka and FerretDB on loopback (idempotent)"
 	@echo "make bench           throughput, recovery and memory against the ceiling and Quix Streams"
+	@echo "make bench-quick     under 5 minutes: throughput and CPU per event at 300k events, before and after a change"
 	@echo "make bench-compare   throughput of this tree beside an older checkout: BASE=DIR make bench-compare"
 	@echo "make soak            30 minutes of traffic, kills and outages; writes bench/results/soak.md"
 	@echo "make services-down   stop them; make services-reset also wipes their data"
@@ -64,6 +65,15 @@ bench: services bench/.venv-quix/.installed
 	  $(BIN)/python -m bench.snapshots --keys 100000 --runs 3 && \
 	  $(BIN)/python -m bench.snapshots --keys 1000000 --runs 1 && \
 	  $(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Not part of `make test`: under 5 minutes, the throughput comparison at 300k events (ceiling
+# and tidemark, 3 interleaved runs, CPU per event of each process) before and after a
+# hot-path change. Writes bench/results/quick/.
+QUICK_ARGS := --events 300000 --keys 50000 --runs 3
+bench-quick: services
+	set -a; source .devstack/env; set +a; \
+	  $(BIN)/python -m bench.run --parts throughput --contenders ceiling,tidemark \
+	    --results bench/results/quick --no-charts $(QUICK_ARGS) $(BENCH_ARGS)
 
 # Not part of `make test`: throughput of this tree beside an older checkout in BASE (a git
 # worktree of any earlier revision), interleaved per run. BENCH_ARGS come last,

@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,13 +40,21 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from pymongo import MongoClient
 
+from bench import cpu
 from bench.workload import Truth, produce_workload
 
 ROOT = Path(__file__).resolve().parent.parent
 QUIX_PYTHON = ROOT / "bench/.venv-quix/bin/python"
 RESULTS = ROOT / "bench/results"
 TUMBLING = "tidemark-tumbling"
-CONTENDERS = ("ceiling", "tidemark", TUMBLING, "quixstreams")
+# Quix Streams at its best and as users run it: exactly-once at its default commit interval
+# (5 s) and at 1 s, and at-least-once for reference. Arguments after STATE_DIR of quix_app.py.
+QUIX = {
+    "quixstreams": ["exactly-once"],
+    "quixstreams-1s": ["exactly-once", "1"],
+    "quixstreams-alo": ["at-least-once"],
+}
+CONTENDERS = ("ceiling", "tidemark", TUMBLING, *QUIX)
 BASELINE = "tidemark-baseline"
 PARTITIONS = 4
 
@@ -62,6 +69,10 @@ class Result:
     correct: bool
     peak_rss_mb: float
     note: str = ""
+    # CPU seconds over the run: the contender's process, the broker, the MongoDB server.
+    cpu_s: float = 0.0
+    broker_cpu_s: float = 0.0
+    mongo_cpu_s: float = 0.0
 
 
 def create_topics(bootstrap: str, names: list[str], config: dict[str, str] | None = None) -> None:
@@ -91,7 +102,7 @@ def command(
             group,
             str(events),
         ]
-    if contender == "quixstreams":
+    if contender in QUIX:
         return [
             str(QUIX_PYTHON),
             str(ROOT / "bench/quix_app.py"),
@@ -100,6 +111,7 @@ def command(
             sink,
             group,
             str(workdir / "quix-state"),
+            *QUIX[contender],
         ]
     aggregate: dict[str, Any] = {
         "id": "per_user",
@@ -198,9 +210,10 @@ def read_outputs(
     proc: subprocess.Popen[bytes],
     timeout: float,
     slot: Callable[[str, dict[str, Any]], Slot] = _per_key,
+    on_first: Callable[[], None] = lambda: None,
 ) -> tuple[float, float, Kept, float]:
     """Read `events` committed outputs: (first output's append time, end time, last
-    `[count, total]` per `slot`, rss)."""
+    `[count, total]` per `slot`, rss); `on_first` is called when the first one is read."""
     reader = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -220,6 +233,8 @@ def read_outputs(
             for msg in reader.consume(5000, 0.5):
                 if msg.error():
                     continue
+                if not seen:
+                    on_first()
                 seen += 1
                 first_ts = min(first_ts, msg.timestamp()[1] / 1000)
                 value = orjson.loads(msg.value())
@@ -255,14 +270,30 @@ def run_one(
             argv[1:3] = ["-m", "tidemark"]  # a baseline that has the one import package
         log = open(RESULTS / "raw" / f"{tag}.log", "wb")  # noqa: SIM115 - closed below
         proc = subprocess.Popen(argv, cwd=cwd, env=proc_env, stdout=log, stderr=subprocess.STDOUT)
+        # CPU over the same span as the rate, from the first output on: start-up (imports,
+        # joining the group) is not a per-event cost.
+        meter = cpu.Meter(proc.pid)
         try:
             first, end, last, rss = read_outputs(
-                env["KAFKA_BOOTSTRAP_SERVERS"], sink, events, proc, timeout, check.slot
+                env["KAFKA_BOOTSTRAP_SERVERS"], sink, events, proc, timeout, check.slot, meter.start
             )
+            used, broker, mongo = meter.used()
             seconds = end - first
             correct = check.correct(last, truth)
             note = "" if correct else check.wrong
-            return Result(contender, run, events, seconds, events / seconds, correct, rss, note)
+            return Result(
+                contender,
+                run,
+                events,
+                seconds,
+                events / seconds,
+                correct,
+                rss,
+                note,
+                used,
+                broker,
+                mongo,
+            )
         except TimeoutError as exc:
             return Result(contender, run, events, float("nan"), 0.0, False, 0.0, str(exc))
         finally:
@@ -292,9 +323,13 @@ def throughput(args: argparse.Namespace, env: dict[str, str]) -> list[Result]:
                 contender, run, env, source, truth, args.events, args.timeout, args.baseline
             )
             results.append(result)
+            per_event = 1e6 / result.events
             print(
                 f"run {run} {contender:<17} {result.events_per_s:>10,.0f} ev/s "
-                f"correct={result.correct} rss={result.peak_rss_mb:.0f}MB {result.note}",
+                f"correct={result.correct} rss={result.peak_rss_mb:.0f}MB "
+                f"cpu µs/event: own {result.cpu_s * per_event:.1f} broker "
+                f"{result.broker_cpu_s * per_event:.1f} mongo "
+                f"{result.mongo_cpu_s * per_event:.1f} {result.note}",
                 flush=True,
             )
     return results
@@ -372,25 +407,9 @@ def main() -> int:
 
 
 def summary(results: list[Result]) -> str:
-    by: dict[str, list[Result]] = {}
-    for r in results:
-        by.setdefault(r.contender, []).append(r)
-    medians = {c: statistics.median(r.events_per_s for r in rs) for c, rs in by.items()}
-    lines = [
-        "| contender | events/s median | min-max | vs ceiling | vs Quix | correct |",
-        "|---|---|---|---|---|---|",
-    ]
-    for c, rs in by.items():
-        rates = [r.events_per_s for r in rs]
-        vs_ceiling = medians[c] / medians["ceiling"] if medians.get("ceiling") else float("nan")
-        vs_quix = (
-            medians[c] / medians["quixstreams"] if medians.get("quixstreams") else float("nan")
-        )
-        lines.append(
-            f"| {c} | {medians[c]:,.0f} | {min(rates):,.0f}-{max(rates):,.0f} | "
-            f"{vs_ceiling:.2f} | {vs_quix:.2f} | {all(r.correct for r in rs)} |"
-        )
-    return "\n".join(lines)
+    from bench.report import throughput_table
+
+    return "\n".join(throughput_table([asdict(r) for r in results])[0])
 
 
 if __name__ == "__main__":
