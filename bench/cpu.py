@@ -4,6 +4,7 @@ server's over the same run, so a run shows where its CPU went, not only how fast
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 _TICK = os.sysconf("SC_CLK_TCK")
@@ -53,3 +54,16 @@ class Meter:
             cpu_seconds(p) - at for p, at in zip(self._pids, self._at, strict=True)
         )
         return own, broker, mongo
+
+
+def wait_idle(most: float = 30.0, window: float = 0.5, busy: float = 0.1) -> None:
+    """Wait (at most `most` seconds) until the broker and the MongoDB server use less than
+    `busy` of a core over `window`: the previous contender's last writes are done, and
+    neither its CPU nor its I/O is counted against the next one."""
+    pids = [find(BROKER), find(MONGO_SERVER)]
+    deadline = time.monotonic() + most
+    while time.monotonic() < deadline:
+        before = sum(cpu_seconds(p) for p in pids)
+        time.sleep(window)
+        if sum(cpu_seconds(p) for p in pids) - before < busy * window:
+            return

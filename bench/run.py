@@ -263,6 +263,7 @@ def run_one(
         env["KAFKA_BOOTSTRAP_SERVERS"], [sink], {"message.timestamp.type": "LogAppendTime"}
     )
     check = check_for(contender)
+    cpu.wait_idle()
     with tempfile.TemporaryDirectory() as tmp:
         argv = command(contender, env, source, sink, group, events, Path(tmp))
         cwd, proc_env = launch_context(contender, env, baseline)
