@@ -18,12 +18,17 @@ class KeyedAggregate:
 
     stateful = True
 
-    def __init__(self, spec: Aggregate) -> None:
+    def __init__(self, spec: Aggregate, keyed_by_source: bool = False) -> None:
         self.id = spec.id
         self._key = field_path(spec.key)
         self._acc = Accumulators(spec.compute)
+        # The first step, grouping by the source's key field: the decoder read that very
+        # field into the event's key already, and nothing has changed the record since.
+        self._by_event_key = keyed_by_source
 
     def key_of(self, event: Event) -> str:
+        if self._by_event_key and event.key is not None:
+            return event.key
         return key_string(event.value, self._key)
 
     def apply(self, event: Event, key: str, state: State) -> Event | None:

@@ -39,7 +39,12 @@ def build_pipeline(topology: Topology) -> Pipeline:
     for i, step in enumerate(topology.pipeline):
         try:
             _check_placement(topology, i, step)
-            operator = _join(topology, step) if isinstance(step, JoinStep) else _operator(step)
+            # The first step sees records as decoded, keyed by the source's key field.
+            source_key = topology.source.key if i == 0 else None
+            if isinstance(step, JoinStep):
+                operator: Operator = _join(topology, step)
+            else:
+                operator = _operator(step, source_key)
             if operator.stateful and operator.id in owners:
                 raise StepError(
                     f"id {operator.id!r} is also pipeline[{owners[operator.id]}]'s: "
@@ -87,7 +92,7 @@ def _join(topology: Topology, step: JoinStep) -> Join:
     return Join(spec, keyed_by_on=key is None)
 
 
-def _aggregate(spec: Aggregate) -> Operator:
+def _aggregate(spec: Aggregate, source_key: str | None = None) -> Operator:
     if isinstance(spec.window, Session):
         return SessionAggregate(spec)
     if isinstance(spec.window, Sliding):
@@ -96,10 +101,10 @@ def _aggregate(spec: Aggregate) -> Operator:
         return TimeWindowAggregate(spec)
     if spec.ttl is not None:  # batched for its timers; without a ttl it stays per event
         return Expiring(KeyedAggregate(spec), spec.ttl, spec.time)
-    return KeyedAggregate(spec)
+    return KeyedAggregate(spec, keyed_by_source=spec.key == source_key)
 
 
-def _operator(step: Step) -> Operator:
+def _operator(step: Step, source_key: str | None = None) -> Operator:
     match step:
         case FilterStep():
             return Filter(step.filter)
@@ -108,7 +113,7 @@ def _operator(step: Step) -> Operator:
         case ProjectStep():
             return Project(step.project)
         case AggregateStep():
-            return _aggregate(step.aggregate)
+            return _aggregate(step.aggregate, source_key)
         case RenameStep():
             return Rename(step.rename)
         case FlatMapStep():

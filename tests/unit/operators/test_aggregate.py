@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tidemark.config.model import Aggregate
-from tidemark.operators import Event, InMemoryState, RecordError, Stamped
+from tidemark.config.model import Aggregate, Topology
+from tidemark.operators import Event, InMemoryState, RecordError, Stamped, build_pipeline
 from tidemark.operators.aggregate import KeyedAggregate
 
 
@@ -88,3 +88,22 @@ def test_bad_records_raise_record_error_and_change_nothing(
     with pytest.raises(RecordError, match=message):
         run(op, Event(None, value, 0), state)
     assert state.data == {}
+
+
+def test_the_group_key_is_the_decoded_key_only_where_nothing_changed_the_record() -> None:
+    topology = {
+        "name": "t",
+        "kafka": {"bootstrap_servers": "k:9092"},
+        "mongo": {"uri": "mongodb://m"},
+        "source": {"topic": "in", "key": "user"},
+    }
+    step = {"aggregate": {"id": "agg", "key": "user", "compute": {"n": "count"}}}
+    rewrite = {"map": {"user": "'someone else'"}}
+    # As the decoder leaves it: the event's key is the source key field's value.
+    event = Event("u1", {"user": "someone else"}, 0)
+
+    first = build_pipeline(Topology.model_validate({**topology, "pipeline": [step]}))
+    after_map = build_pipeline(Topology.model_validate({**topology, "pipeline": [rewrite, step]}))
+
+    assert first.operators[0].key_of(event) == "u1"  # type: ignore[union-attr]
+    assert after_map.operators[1].key_of(event) == "someone else"  # type: ignore[union-attr]
