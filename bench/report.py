@@ -126,6 +126,27 @@ def write_report(results: Path) -> None:
             f"{r['chunks']} |"
             for r in snapshots
         ]
+        bounded = [r for r in snapshots if "server_insert_s" in r]
+        if bounded:
+            lines += [
+                "",
+                "What the MongoDB server alone takes for the same documents (insert them, read "
+                "them back, delete them), and how far snapshot and restore are from it:",
+                "",
+                "| keys | insert (s) | scan (s) | delete (s) | take / scan | "
+                "restore / (delete + insert) |",
+                "|---:|---:|---:|---:|---:|---:|",
+            ]
+            for r in bounded:
+                insert, scan, delete = (
+                    float(r[f"server_{w}_s"])  # type: ignore[arg-type]
+                    for w in ("insert", "scan", "delete")
+                )
+                take, restore = float(r["take_s"]), float(r["restore_s"])  # type: ignore[arg-type]
+                lines.append(
+                    f"| {r['keys']:,} | {insert:.1f} | {scan:.1f} | {delete:.1f} | "
+                    f"{take / scan:.1f}x | {restore / (delete + insert):.1f}x |"
+                )
         lines.append("")
     lines += ["## Targets", "", *_targets(medians, recovery, memory)]
     (results / "latest.md").write_text("\n".join(lines) + "\n")

@@ -22,6 +22,7 @@ from pymongo import AsyncMongoClient
 
 from tidemark.state.names import state_collection
 from tidemark.state.snapshots import Snapshots
+from tidemark.state.store import delete_matching
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TOPOLOGY = "bench-snapshots"
@@ -53,6 +54,26 @@ async def _fill(db: Any, keys: int) -> None:
     await coll.create_index([("p", 1)])
 
 
+async def _server_bounds(db: Any, keys: int) -> dict[str, float]:
+    """What the MongoDB server itself takes for the work a snapshot and a restore cannot
+    avoid, measured alone: inserting the partition's documents, reading them all back, and
+    deleting them (a restore clears, then inserts; a snapshot reads)."""
+    coll = db[state_collection(TOPOLOGY)]
+    started = time.perf_counter()
+    await _fill(db, keys)
+    insert = time.perf_counter() - started
+    started = time.perf_counter()
+    read = 0
+    async for _ in coll.find({"p": 0}, {"op": 1, "k": 1, "v": 1, "off": 1}, batch_size=10_000):
+        read += 1
+    scan = time.perf_counter() - started
+    assert read == keys, f"read {read} of {keys}"
+    started = time.perf_counter()
+    await delete_matching(coll, {"p": 0})
+    delete = time.perf_counter() - started
+    return {"server_insert_s": insert, "server_scan_s": scan, "server_delete_s": delete}
+
+
 async def _longest_stall(stop: asyncio.Event) -> float:
     longest, last = 0.0, time.perf_counter()
     while not stop.is_set():
@@ -66,6 +87,7 @@ async def measure(uri: str, keys: int, runs: int) -> dict[str, Any]:
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri)
     db = client["bench_snapshots"]
     try:
+        bounds = await _server_bounds(db, keys)
         await _fill(db, keys)
         snaps = Snapshots(db, TOPOLOGY)
         take, verify, restore, stalls = [], [], [], []
@@ -95,6 +117,7 @@ async def measure(uri: str, keys: int, runs: int) -> dict[str, Any]:
             "longest_loop_stall_ms": statistics.median(stalls) * 1000,
             "bytes": manifest.bytes,
             "chunks": manifest.chunks,
+            **bounds,
         }
     finally:
         await client.drop_database("bench_snapshots")
@@ -114,7 +137,9 @@ def main() -> None:
             f"snapshot {keys:>9,} keys: take {result['take_s']:.1f}s, verify "
             f"{result['verify_s']:.1f}s, restore {result['restore_s']:.1f}s, longest loop stall "
             f"{result['longest_loop_stall_ms']:.0f}ms, {result['bytes'] / 1e6:.1f} MB in "
-            f"{result['chunks']} chunks",
+            f"{result['chunks']} chunks; the server alone: insert "
+            f"{result['server_insert_s']:.1f}s, scan {result['server_scan_s']:.1f}s, delete "
+            f"{result['server_delete_s']:.1f}s",
             flush=True,
         )
         results.append(result)
