@@ -19,15 +19,11 @@ counts as expired, so decisions never depend on where batches were cut.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from tidemark.config.base import field_path
 from tidemark.config.dedupe import Dedupe as DedupeSpec
 from tidemark.config.state import State
-from tidemark.operators.events import Event, RecordError, key_string, record_time
+from tidemark.operators.events import Event, OnError, RecordError, key_string, record_time
 from tidemark.operators.timers import Clock, timer_key
-
-OnError = Callable[[Event, RecordError], None]
 
 
 class Dedupe:

@@ -19,16 +19,13 @@ clocked step's keys have, so a group key never meets a timer or the clock's docu
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any, cast
 
 from tidemark.config.base import field_path
 from tidemark.config.state import Stamped, State
-from tidemark.operators.events import Event, RecordError, record_time
+from tidemark.operators.events import Event, OnError, RecordError, record_time
 from tidemark.operators.pipeline import StatefulOperator
 from tidemark.operators.timers import Clock, timer_key
-
-OnError = Callable[[Event, RecordError], None]
 
 
 class Expiring:

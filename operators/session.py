@@ -17,17 +17,14 @@ event time `ts`, last offset `off`; documents, as FerretDB stores no arrays of a
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from tidemark.config.aggregation import Aggregate, Session
 from tidemark.config.state import State
 from tidemark.operators.accumulators import Accumulators
-from tidemark.operators.events import Event, RecordError, StepError, iso
+from tidemark.operators.events import Event, OnError, RecordError, StepError, iso
 from tidemark.operators.timers import Clock, split_ident, timer_key, window_ident
 from tidemark.operators.window import TimedInput, bounds
-
-OnError = Callable[[Event, RecordError], None]
 
 
 class SessionAggregate:

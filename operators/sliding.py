@@ -21,17 +21,15 @@ emit it and `t|<start + 3 size + grace + 1>|r<start>|<k>` to remove it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from tidemark.config.aggregation import Aggregate, Sliding
 from tidemark.config.state import State
 from tidemark.operators.accumulators import Accumulator, Accumulators
-from tidemark.operators.events import Event, RecordError, iso
+from tidemark.operators.events import Event, OnError, RecordError, iso
 from tidemark.operators.timers import Clock, split_ident, timer_key, window_ident
 from tidemark.operators.window import TimedInput, bounds
 
-OnError = Callable[[Event, RecordError], None]
 Window = dict[str, Any]
 STORE_CLOCK = "store"  # the window store's stream time: the largest window start put
 

@@ -19,17 +19,14 @@ it twice nor resurrects it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from tidemark.config.aggregation import Aggregate, Hopping, Tumbling
 from tidemark.config.base import field_path
 from tidemark.config.state import State
 from tidemark.operators.accumulators import Accumulators
-from tidemark.operators.events import Event, RecordError, event_time, iso, key_string
+from tidemark.operators.events import Event, OnError, RecordError, event_time, iso, key_string
 from tidemark.operators.timers import Clock, split_ident, timer_key, window_ident
-
-OnError = Callable[[Event, RecordError], None]
 
 
 def windows_for(t: int, size: int, step: int) -> list[int]:
