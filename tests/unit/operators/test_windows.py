@@ -234,5 +234,7 @@ async def test_results_do_not_depend_on_partition_reassignments(
     one = Run(op(window))
     await one.feed(*recs)
     moved = await reassigned(lambda: op(window), as_events(recs), cuts, moves)
-    assert summary(moved.outputs) == summary(one.outputs)
+    # Windows closed within one batch may come out in another order than when cut
+    # differently: the same results, compared as in the batch-size property above.
+    assert sorted(summary(moved.outputs)) == sorted(summary(one.outputs))
     assert moved.errors == one.errors
