@@ -59,8 +59,13 @@ bench/.venv-quix/.installed: bench/requirements-quix.txt
 	bench/.venv-quix/bin/python -m pip install -q -r bench/requirements-quix.txt
 	@touch $@
 
+bench/.venv-feast/.installed: bench/requirements-feast.txt
+	@test -x bench/.venv-feast/bin/python || $(PYTHON) -m venv bench/.venv-feast
+	bench/.venv-feast/bin/python -m pip install -q -r bench/requirements-feast.txt
+	@touch $@
+
 # Not part of `make test`: about 40 minutes; writes bench/results/latest.md and PNG charts.
-bench: services bench/.venv-quix/.installed
+bench: services bench/.venv-quix/.installed bench/.venv-feast/.installed
 	set -a; source .devstack/env; set +a; \
 	  $(BIN)/python -m bench.snapshots --keys 100000 --runs 3 && \
 	  $(BIN)/python -m bench.snapshots --keys 1000000 --runs 1 && \

@@ -20,6 +20,7 @@ from tidemark.config.aggregation import AGGREGATIONS, Aggregate, Millis
 from tidemark.config.base import NAME, Strict, field_path
 from tidemark.config.dedupe import Dedupe
 from tidemark.config.durations import Duration
+from tidemark.config.features import FeatureGroup
 from tidemark.config.join import TOPIC, Join, Table
 
 __all__ = ["AGGREGATIONS", "Aggregate", "Strict", "Topology", "field_path"]
@@ -90,7 +91,16 @@ class Source(Strict):
 
 
 class Sink(Strict):
-    topic: str
+    """Where outputs go: a topic, a feature group, or both."""
+
+    topic: Annotated[str, Field(pattern=TOPIC)] | None = None
+    features: FeatureGroup | None = Field(None, description="materialize outputs as features")
+
+    @model_validator(mode="after")
+    def _somewhere(self) -> Sink:
+        if self.topic is None and self.features is None:
+            raise ValueError("a sink needs a `topic`, `features`, or both")
+        return self
 
 
 class Checkpoint(Strict):
@@ -339,6 +349,14 @@ class Topology(Strict):
     snapshots: Snapshots = Snapshots()
     errors: Errors = Errors()
     logging: Logging = Logging()
+
+    @property
+    def sink_topic(self) -> str | None:
+        return self.sink.topic if self.sink is not None else None
+
+    @property
+    def feature_group(self) -> FeatureGroup | None:
+        return self.sink.features if self.sink is not None else None
 
     @property
     def dead_letter_topic(self) -> str:

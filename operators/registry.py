@@ -68,9 +68,11 @@ def _check_placement(topology: Topology, i: int, step: Step) -> None:
     if i != len(topology.pipeline) - 1:
         raise StepError("route must be the last step: it chooses where each output goes")
     if step.otherwise is not None and topology.sink is not None:
+        features = topology.sink.features
+        sink = topology.sink.topic or (features.group if features else "")
         raise StepError(
             f"every record that matches no branch goes to {step.otherwise!r}, so the sink "
-            f"{topology.sink.topic!r} would receive nothing: remove one of them",
+            f"{sink!r} would receive nothing: remove one of them",
             f"[{len(step.route) - 1}].otherwise",
         )
 

@@ -16,6 +16,7 @@ import yaml
 from hypothesis import strategies as st
 
 from tidemark.config import load_topology
+from tidemark.features.validation import FeatureViolation, Gate
 from tidemark.operators import Event, RecordError, build_pipeline
 from tidemark.operators.events import iso
 from tidemark.operators.join import TableRecord
@@ -135,6 +136,13 @@ def good_records(example: Path, marker: str, n: int) -> list[tuple[bytes, bytes]
                 "country": ("NL", "DE", "FR")[i // 3 % 3] if card == 0 else "NL",
                 "ts": _TODAY + i * 40_000,
             }
+        elif example.stem == "user-features":
+            doc = {
+                "user_id": f"{marker}-{i % 5}",
+                "amount": round(i % 7 * 1.25, 2),
+                "country": ("NL", "DE", None)[i % 3],
+                "ts": _TODAY + i * 60_000,
+            }
         elif example.stem == "orders-with-customers":
             doc = {
                 "order_id": i,
@@ -185,6 +193,7 @@ def run_in_memory(
     states = {op: InMemoryState() for op in pipeline.stateful_ids}
     feeds = {table: NoRows() for table in pipeline.tables}
     decoder = Decoder(topology.source)
+    gate = Gate(topology.feature_group) if topology.feature_group else None
     outputs: list[Event] = []
     rejected: dict[int, str] = {}
 
@@ -198,7 +207,13 @@ def run_in_memory(
                 events.append(decoder.decode(key, value, offset, 0))
             except RecordError as exc:
                 rejected[offset] = str(exc)
-        outputs += asyncio.run(pipeline.process(events, states, reject, feeds))
+        for out in asyncio.run(pipeline.process(events, states, reject, feeds)):
+            try:  # a features sink's gates, as the batch processor applies them
+                if gate is not None and out.topic is None:
+                    gate.row(out.value, out.key, out.timestamp, 0, out.offset)
+                outputs.append(out)
+            except FeatureViolation as exc:
+                rejected[out.offset] = str(exc)
     final = {op: {k: s.value for k, s in st.data.items()} for op, st in states.items()}
     return outputs, rejected, final
 

@@ -20,7 +20,10 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from tidemark.config import Topology, secrets
 from tidemark.config.errors import TidemarkError
+from tidemark.features.registry import FEATURE_GROUPS, GroupInfo, group_id
 from tidemark.processor.cli import ops
+from tidemark.processor.cli.features import add_parsers as features_parsers
+from tidemark.processor.cli.features import features, group_status
 from tidemark.processor.coordination.replay import From, Replay, Request
 from tidemark.processor.observability.http import Endpoints, Verdict
 
@@ -71,6 +74,7 @@ def add_parsers(commands: Any) -> None:
     replay.add_argument(
         "--metrics-port", type=int, help="serve /metrics (replay progress) while it runs"
     )
+    features_parsers(commands)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -114,7 +118,15 @@ def _fail(args: argparse.Namespace, message: str) -> None:
 
 
 async def _status(t: Topology, db: AsyncDatabase[Any], args: argparse.Namespace) -> Any:
-    return await ops.status(t, db)
+    """The partitions; with a features sink, the feature group's freshness and drift too."""
+    partitions = await ops.status(t, db)
+    if t.feature_group is None:
+        return partitions
+    group = GroupInfo.of(t)
+    found = await db[FEATURE_GROUPS].find_one({"_id": group_id(group.group, group.version)})
+    info = GroupInfo.from_doc(found) if found is not None else group
+    row = {"group": info.group, "version": info.version, **await group_status(db, info)}
+    return {"partitions": partitions, "features": [row]}
 
 
 async def _watch(t: Topology, db: AsyncDatabase[Any], args: argparse.Namespace) -> None:
@@ -181,6 +193,7 @@ HANDLERS: dict[str, Handler] = {
     "snapshot": _snapshot,
     "state": _state,
     "replay": _replay,
+    "features": features,
 }
 
 
@@ -188,7 +201,17 @@ def _print(args: argparse.Namespace, result: Any) -> None:
     if args.json:
         print(json.dumps(result, default=str))
         return
-    rows = result if isinstance(result, list) else [result]
+    if isinstance(result, dict) and all(isinstance(v, list) for v in result.values()):
+        for i, (section, rows) in enumerate(result.items()):  # `status` with features
+            if i:
+                print()
+            print(f"{section}:")
+            _print_table(rows)
+        return
+    _print_table(result if isinstance(result, list) else [result])
+
+
+def _print_table(rows: list[dict[str, Any]]) -> None:
     if not rows:
         print("(none)")
         return

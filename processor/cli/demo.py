@@ -26,6 +26,9 @@ from confluent_kafka import (
 from pymongo import AsyncMongoClient
 
 from tidemark.config import Topology, secrets
+from tidemark.config.features import FeatureGroup
+from tidemark.features.client import AsyncFeatureClient
+from tidemark.features.materialize import current_collection
 from tidemark.processor.cli import samples
 from tidemark.processor.cli.init import initialize
 from tidemark.processor.kafka.clients import base
@@ -66,6 +69,8 @@ async def run_demo(topology: Topology, events: int) -> int:
     for topic in outputs:
         _print_outputs(t, topic, found.get(topic, []))
     _print_dead_letters(t, found.get(t.dead_letter_topic, []))
+    if t.feature_group is not None:
+        await _print_features(t, t.feature_group)
     if any(s.window is not None for s in t.aggregates()):
         print(
             "\nwindows still open are emitted once stream time (the largest event time seen"
@@ -79,8 +84,26 @@ async def run_demo(topology: Topology, events: int) -> int:
     return 0
 
 
+async def _print_features(topology: Topology, group: FeatureGroup) -> None:
+    """A few entities' features as `FeatureClient` serves them."""
+    t = topology
+    client = AsyncFeatureClient(t.mongo.uri, t.mongo.database, **t.mongo.client_args())
+    try:
+        coll = client.database[current_collection(group.group)]
+        docs = await coll.find({"ver": group.version}, {"e": 1}).limit(ROWS).to_list(None)
+        entities = [d["e"] for d in docs]
+        vectors = await client.get(group.group, entities, version=group.version) if docs else []
+    finally:
+        await client.close()
+    print(f"\nfeature group {group.group!r} v{group.version} ({len(vectors)} entities shown):")
+    for v in vectors:
+        age = f"{v.staleness:.1f}s old" if v.staleness is not None else "-"
+        print(f"  {v.entity}: {json.dumps(v.values)}  ({v.status}, {age})")
+    print("serve them over HTTP: tidemark serve FILE --port 8000")
+
+
 def _output_topics(topology: Topology) -> list[str]:
-    sink = [topology.sink.topic] if topology.sink else []
+    sink = [topology.sink_topic] if topology.sink_topic else []
     return list(dict.fromkeys([*sink, *route_topics(topology)]))
 
 

@@ -27,7 +27,7 @@ EXIT_FAILED = 1
 async def initialize(topology: Topology, partitions: int | None, replication: int) -> int:
     """Create what is missing; print one line per thing; the exit code."""
     t = topology
-    names = [t.source.topic, t.dead_letter_topic, *([t.sink.topic] if t.sink else [])]
+    names = [t.source.topic, t.dead_letter_topic, *([t.sink_topic] if t.sink_topic else [])]
     names += [r for r in route_topics(t) if r not in names]
     tables = [table.topic for table in t.tables.values()]
     names += [n for n in tables if n not in names]

@@ -63,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
             return asyncio.run(commands_run(topology, args))
         except KeyboardInterrupt:
             return 0 if args.command == "status" else EXIT_INTERRUPTED
+    if args.command == "serve":
+        from tidemark.processor.cli.features import serve
+
+        logs.configure("WARNING", topology.logging.format)
+        return serve(topology, args)
     if args.command == "init":
         from tidemark.processor.cli.init import initialize
 
@@ -100,6 +105,7 @@ def _tune_gc() -> None:
 
 
 async def _run(topology: Topology, metrics_port: int | None) -> int:
+    from tidemark.features.registry import GroupConflict
     from tidemark.processor.kafka.topics import TopologyError
     from tidemark.processor.observability.http import Endpoints
     from tidemark.processor.runtime.worker import Worker
@@ -114,7 +120,7 @@ async def _run(topology: Topology, metrics_port: int | None) -> int:
         loop.add_signal_handler(sig, worker.stop)
     try:
         await worker.run()
-    except TopologyError as exc:
+    except (TopologyError, GroupConflict) as exc:
         print(f"tidemark: {secrets.scrub(str(exc))}", file=sys.stderr)
         return EXIT_TOPOLOGY
     except Exception:  # noqa: BLE001 - logged with its traceback, then a plain exit code

@@ -33,6 +33,7 @@ from tidemark.processor.kafka.transaction import Transaction
 from tidemark.processor.observability import metrics
 from tidemark.processor.observability.progress import progress_bar
 from tidemark.processor.protocol.commit import Committer
+from tidemark.processor.protocol.features import FeatureStep
 from tidemark.processor.protocol.partition import Partition, Phase
 from tidemark.processor.protocol.recovery import new_partition
 from tidemark.processor.protocol.snapshotting import Snapshotter
@@ -213,7 +214,8 @@ class Replay:
         snapshotter = Snapshotter(t, self._snapshots, self._checkpoints)
         await snapshotter.adopt(part)
         tx = Transaction(t, operator_name("replay"))
-        committer = Committer(t, tx, self._checkpoints, snapshotter, self._drop)
+        features = await FeatureStep.open(t, self._db)
+        committer = Committer(t, tx, self._checkpoints, snapshotter, self._drop, features)
         await tx.start()
         batches = BatchProcessor(t, pipeline, tx, topics.sink_partitioned(t, counts))
         consumer = clients.reader(t)

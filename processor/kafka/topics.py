@@ -45,12 +45,12 @@ def check_topics(topology: Topology) -> dict[str, int]:
     routes = route_topics(topology)
     tables = [t.topic for t in topology.tables.values()]
     names = [topology.source.topic, topology.dead_letter_topic, *routes, *tables]
-    if topology.sink:
-        names.append(topology.sink.topic)
+    if topology.sink_topic:
+        names.append(topology.sink_topic)
     counts = partition_counts(topology, names)
     for role, topic in (
         ("source", topology.source.topic),
-        ("sink", getattr(topology.sink, "topic", None)),
+        ("sink", topology.sink_topic),
         *(("route", t) for t in routes),
     ):
         if topic is not None and topic not in counts:
@@ -86,6 +86,6 @@ def _check_tables(topology: Topology, counts: dict[str, int]) -> None:
 def sink_partitioned(topology: Topology, counts: dict[str, int]) -> bool:
     """Outputs keep their input's partition number when the sink is partitioned alike."""
     return (
-        topology.sink is not None
-        and counts.get(topology.sink.topic) == counts[topology.source.topic]
+        topology.sink_topic is not None
+        and counts.get(topology.sink_topic) == counts[topology.source.topic]
     )

@@ -68,6 +68,17 @@ SNAPSHOT_SECONDS = Histogram(
     buckets=STEP_BUCKETS,
 )
 SNAPSHOT_BYTES = Counter("tidemark_snapshot_bytes", "Compressed snapshot payload written", [T])
+FEATURE_ROWS = Counter(
+    "tidemark_feature_rows",
+    "Feature rows written (stored) or refused as older than the stored value (stale)",
+    [T, "group", "version", "outcome"],
+)
+FEATURE_FRESHNESS = Histogram(
+    "tidemark_feature_freshness_seconds",
+    "Event time to readable of each stored feature row",
+    [T, "group", "version"],
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600),
+)
 OUTAGES = Counter(
     "tidemark_dependency_outages", "Outages of MongoDB or Kafka waited out", [T, "dependency"]
 )

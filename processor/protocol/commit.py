@@ -10,6 +10,8 @@ Every `checkpoint.interval` (or `checkpoint.max_records` records) the owner comm
                        took one, the transaction is aborted, that partition dropped and the
                        others rewound to their checkpoints by the caller.
 3. commit_transaction  Outputs, dead letters and input progress (C) become visible together.
+3b. write_features     With a features sink: the committed records' rows (`features.py`),
+                       beside processing; a state checkpoint waits for them.
 
 When a state checkpoint is due (`checkpoint.state_interval`, `max_dirty_keys`, a failure or
 a snapshot request to record), each partition's dirty keys and position are cut right after
@@ -39,6 +41,7 @@ from confluent_kafka import TopicPartition
 from tidemark.config import Topology, faults
 from tidemark.processor.kafka.transaction import Transaction
 from tidemark.processor.observability import metrics
+from tidemark.processor.protocol.features import FeatureStep
 from tidemark.processor.protocol.partition import Partition, Phase
 from tidemark.processor.protocol.snapshotting import Snapshotter
 from tidemark.state import Checkpoints, Fenced
@@ -58,8 +61,10 @@ class Committer:
         checkpoints: Checkpoints,
         snapshotter: Snapshotter,
         on_fenced: OnFenced,
+        features: FeatureStep | None = None,
     ) -> None:
         self._topology = topology
+        self._features = features
         self._tx = transaction
         self._checkpoints = checkpoints
         self._snapshotter = snapshotter
@@ -124,7 +129,10 @@ class Committer:
         faults.point("commit_transaction")
         if not await self._tx.commit():
             return await self.abort()
-        self._timed("commit_transaction", step)
+        step = self._timed("commit_transaction", step)
+        if self._features is not None:
+            await self._features.start(parts)
+            self._timed("write_features_wait", step)
         self._timed("total", started)
         metrics.COMMITS.labels(self._topology.name).inc()
         return True
@@ -160,6 +168,8 @@ class Committer:
         self._last_state = time.monotonic()
 
     async def _checkpoint_state(self, cuts: list[_Cut]) -> None:
+        if self._features is not None:
+            await self._features.written()  # the cut's feature rows before its state
         await asyncio.gather(*(self._checkpoint_partition(c) for c in cuts))
         faults.point("state_checkpoint_done")
 
@@ -196,10 +206,13 @@ class Committer:
             self._on_fenced(part, str(exc))
 
     async def settle(self) -> None:
-        """Wait for the state checkpoint in flight; its failure is raised here."""
+        """Wait for the state checkpoint and feature write in flight; a failure is raised
+        here."""
         task, self._state_task = self._state_task, None
         if task is not None:
             await task
+        if self._features is not None:
+            await self._features.settle()
 
     def abandon(self) -> None:
         """Stop caring about the state checkpoint in flight (the owner is going down on an
@@ -209,6 +222,8 @@ class Committer:
         if task is not None:
             task.cancel()
             task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        if self._features is not None:
+            self._features.abandon()
 
     def state_due(self, parts: Iterable[Partition]) -> bool:
         """Whether the next commit should start a state checkpoint."""

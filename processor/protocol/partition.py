@@ -29,6 +29,7 @@ from enum import StrEnum
 from typing import Any
 
 from tidemark.config.state import State
+from tidemark.features.materialize import FeatureBuffer
 from tidemark.state import Checkpoint, PartitionStore
 
 
@@ -75,6 +76,7 @@ class Partition:
     answered: set[str] = field(default_factory=set)  # snapshot requests served
     changelog_from: int | None = None
     changelog_rebuild: bool = False
+    features: FeatureBuffer = field(default_factory=FeatureBuffer)  # rows since the commit
 
     def __post_init__(self) -> None:
         if self.phase is Phase.RECOVERING and self.checkpoint.offset is not None:

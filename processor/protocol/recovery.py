@@ -13,6 +13,7 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 
 from tidemark.config import Topology, faults
+from tidemark.features.materialize import FeatureBuffer
 from tidemark.processor.kafka.positions import Positions
 from tidemark.processor.protocol.partition import Partition, Phase
 from tidemark.processor.protocol.snapshotting import Snapshotter
@@ -47,6 +48,7 @@ def new_partition(
         cut_from=cut_from,
         commit_floor=commit_floor,
         phase=Phase.FAILED if cp.status == "failed" else Phase.RECOVERING,
+        features=FeatureBuffer(keep_all=bool(t.feature_group and t.feature_group.history)),
     )
 
 

@@ -20,6 +20,7 @@ from prometheus_client import Counter
 from tidemark.config import Topology
 from tidemark.config.state import NotPrefetched
 from tidemark.config.throttle import Throttle
+from tidemark.features.validation import FeatureViolation, Gate
 from tidemark.operators import Event, RecordError
 from tidemark.operators.pipeline import Pipeline
 from tidemark.processor.kafka.tables import Tables
@@ -73,6 +74,8 @@ class BatchProcessor:
         self._metrics = _Meters(topology.name)
         self._throttle = Throttle()
         self._tables = Tables(topology) if pipeline.tables else None
+        group = topology.feature_group
+        self._gate = Gate(group) if group is not None else None
 
     def close(self) -> None:
         """Let go of the table reader, if joins have one."""
@@ -105,9 +108,13 @@ class BatchProcessor:
             return  # dropped while its state was read (memory forgotten): the batch is void
         if not part.processing:
             return  # dropped meanwhile: none of this batch may be produced
-        sink = self.topology.sink.topic if self.topology.sink else None
+        sink = self.topology.sink_topic
         emitted = 0
         for out in outputs:
+            violation = self._feature(part, out) if out.topic is None else None
+            if violation is not None:
+                failures.setdefault(out.offset, violation)
+                continue  # neither materialized nor produced: dead-lettered instead
             # `route` may name a topic; without one an output goes to the sink, if any.
             topic = out.topic or sink
             if topic is not None and out.offset >= part.emit_from:
@@ -127,6 +134,18 @@ class BatchProcessor:
             self._metrics.duplicates_dropped(part.number, duplicates)
         if skipped := self.pipeline.take_table_errors():
             log.warning("table_records_skipped", partition=part.number, records=skipped)
+
+    def _feature(self, part: Partition, out: Event) -> RecordError | None:
+        """Buffer the output's feature row (if the sink has features); the rule it breaks
+        instead, if any."""
+        if self._gate is None:
+            return None
+        try:
+            row = self._gate.row(out.value, out.key, out.timestamp, part.number, out.offset)
+        except FeatureViolation as exc:
+            return RecordError(str(exc), f"feature_{exc.rule}")
+        part.features.add(row)
+        return None
 
     def _emit(self, part: Partition, out: Event, topic: str) -> None:
         key = out.key.encode() if out.key is not None else None

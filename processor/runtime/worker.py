@@ -29,6 +29,7 @@ from tidemark.processor.kafka.positions import Positions, read_positions
 from tidemark.processor.kafka.transaction import Transaction, abandoned_after, failure
 from tidemark.processor.observability import metrics
 from tidemark.processor.protocol.commit import Committer
+from tidemark.processor.protocol.features import FeatureStep
 from tidemark.processor.protocol.partition import Partition, Phase
 from tidemark.processor.protocol.recovery import recover
 from tidemark.processor.protocol.snapshotting import Snapshotter
@@ -137,7 +138,10 @@ class Worker:
         self._snapshotter = Snapshotter(
             t, Snapshots(db, t.name, t.snapshots.chunk_bytes), self._checkpoints
         )
-        self._committer = Committer(t, self._tx, self._checkpoints, self._snapshotter, self._drop)
+        features = await FeatureStep.open(t, db)
+        self._committer = Committer(
+            t, self._tx, self._checkpoints, self._snapshotter, self._drop, features
+        )
         self._batches = BatchProcessor(
             t, self.pipeline, self._tx, topics.sink_partitioned(t, counts)
         )

@@ -75,7 +75,7 @@ def local_example(
         return topics[name]
 
     doc["source"]["topic"] = source = local(doc["source"]["topic"])
-    if doc.get("sink"):
+    if doc.get("sink", {}).get("topic"):
         doc["sink"]["topic"] = local(doc["sink"]["topic"])
     for table in doc.get("tables", {}).values():
         table["topic"] = local(table["topic"])

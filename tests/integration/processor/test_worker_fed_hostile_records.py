@@ -56,8 +56,8 @@ def test_a_worker_fed_hostile_records_dead_letters_them_and_stays_exact(
     )
     topology = load_topology(example, env={})
     routes = route_topics(topology)
-    assert topology.sink is not None
-    sink = local.topics[topology.sink.topic]
+    assert topology.sink_topic is not None
+    sink = local.topics[topology.sink_topic]
     rng = random.Random(seed)
     good = good_records(example, "good-77aa", 60)
     records = interleave(good, [r for rs in bad for r in rs], lambda: rng.randrange(1 << 30))

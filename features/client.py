@@ -1,0 +1,168 @@
+"""Reading features from Python: `FeatureClient` and its async twin `AsyncFeatureClient`.
+
+    client = FeatureClient("mongodb://localhost:27017", database="tidemark")
+    [vector] = client.get("user_activity", "u42")
+    vector.values["clicks_1h"], vector.staleness
+
+Current values are read with one `$in` query per call for the entities the cache does not
+hold; the cache keeps each document `cache_ttl` seconds (default 1 s, which bounds how much
+staler than MongoDB an answer can be). `as_of` reads the group's history and bypasses it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from pymongo import AsyncMongoClient, MongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from tidemark.features.materialize import current_collection, history_collection
+from tidemark.features.reading import (
+    AS_OF_SORT,
+    PROJECTION,
+    CacheStats,
+    FeatureVector,
+    Plan,
+    Reader,
+    as_of_query,
+)
+from tidemark.features.registry import FEATURE_GROUPS, GroupInfo
+
+AsOf = int | dt.datetime | None
+
+
+class FeatureClient:
+    """Feature lookups with a bounded in-process TTL cache (blocking I/O)."""
+
+    def __init__(
+        self,
+        uri: str,
+        database: str = "tidemark",
+        *,
+        cache_ttl: float = 1.0,
+        cache_entries: int = 100_000,
+        **mongo_options: Any,
+    ) -> None:
+        self._mongo: MongoClient[dict[str, Any]] = MongoClient(uri, **mongo_options)
+        self._db = self._mongo[database]
+        self._reader = Reader(cache_ttl, cache_entries)
+
+    def get(
+        self,
+        group: str,
+        entity_ids: str | Sequence[str],
+        features: Sequence[str] | None = None,
+        version: int | None = None,
+        as_of: AsOf = None,
+    ) -> list[FeatureVector]:
+        """The features of each entity, in the order asked; `version` None: the latest."""
+        if self._reader.registry_due():
+            self._reader.set_registry(self._db[FEATURE_GROUPS].find().to_list(None))
+        plan = self._reader.plan(group, entity_ids, features, version, _millis(as_of))
+        return self._reader.answer(plan, self._read(plan))
+
+    def _read(self, plan: Plan) -> list[dict[str, Any]]:
+        if plan.as_of is None:
+            if not plan.to_read:
+                return []
+            coll = self._db[current_collection(plan.info.group)]
+            return coll.find({"_id": {"$in": plan.to_read}}, PROJECTION).to_list(None)
+        history = self._db[history_collection(plan.info.group)]
+        found = (
+            history.find_one(as_of_query(plan.info, e, plan.as_of), PROJECTION, sort=AS_OF_SORT)
+            for e in plan.entities
+        )
+        return [doc for doc in found if doc is not None]
+
+    def groups(self) -> list[GroupInfo]:
+        """Every registered (group, version)."""
+        self._reader.set_registry(self._db[FEATURE_GROUPS].find().to_list(None))
+        return list(self._reader.groups.values())
+
+    @property
+    def cache_stats(self) -> CacheStats:
+        return self._reader.stats
+
+    def close(self) -> None:
+        self._mongo.close()
+
+    def __enter__(self) -> FeatureClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class AsyncFeatureClient:
+    """`FeatureClient` for asyncio (pymongo's `AsyncMongoClient`)."""
+
+    def __init__(
+        self,
+        uri: str,
+        database: str = "tidemark",
+        *,
+        cache_ttl: float = 1.0,
+        cache_entries: int = 100_000,
+        **mongo_options: Any,
+    ) -> None:
+        self._mongo: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(uri, **mongo_options)
+        self._db = self._mongo[database]
+        self._reader = Reader(cache_ttl, cache_entries)
+
+    async def get(
+        self,
+        group: str,
+        entity_ids: str | Sequence[str],
+        features: Sequence[str] | None = None,
+        version: int | None = None,
+        as_of: AsOf = None,
+    ) -> list[FeatureVector]:
+        """The features of each entity, in the order asked; `version` None: the latest."""
+        if self._reader.registry_due():
+            await self.groups()
+        plan = self._reader.plan(group, entity_ids, features, version, _millis(as_of))
+        return self._reader.answer(plan, await self._read(plan))
+
+    async def _read(self, plan: Plan) -> list[dict[str, Any]]:
+        if plan.as_of is None:
+            if not plan.to_read:
+                return []
+            coll = self._db[current_collection(plan.info.group)]
+            return await coll.find({"_id": {"$in": plan.to_read}}, PROJECTION).to_list(None)
+        history = self._db[history_collection(plan.info.group)]
+        found = [
+            await history.find_one(
+                as_of_query(plan.info, e, plan.as_of), PROJECTION, sort=AS_OF_SORT
+            )
+            for e in plan.entities
+        ]
+        return [doc for doc in found if doc is not None]
+
+    async def groups(self) -> list[GroupInfo]:
+        """Every registered (group, version)."""
+        self._reader.set_registry(await self._db[FEATURE_GROUPS].find().to_list(None))
+        return list(self._reader.groups.values())
+
+    async def ping(self) -> None:
+        """Raise if MongoDB does not answer (for `/healthz`)."""
+        await self._db.command("ping")
+
+    @property
+    def cache_stats(self) -> CacheStats:
+        return self._reader.stats
+
+    @property
+    def database(self) -> AsyncDatabase[dict[str, Any]]:
+        return self._db
+
+    async def close(self) -> None:
+        await self._mongo.close()
+
+
+def _millis(as_of: AsOf) -> int | None:
+    if isinstance(as_of, dt.datetime):
+        moment = as_of if as_of.tzinfo else as_of.replace(tzinfo=dt.UTC)
+        return int(moment.timestamp() * 1000)
+    return as_of
