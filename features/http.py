@@ -31,7 +31,8 @@ from tidemark.features.monitoring import Monitor
 from tidemark.features.reading import MAX_ENTITIES, FeatureRequestError, FeatureVector
 
 log = structlog.get_logger("tidemark.serve")
-AsOf = int | dt.datetime
+# Epoch ms up to the end of year 9999 (what a datetime holds), or ISO 8601.
+AsOf = Annotated[int, Field(ge=0, le=253_402_300_799_999)] | dt.datetime
 
 
 class BatchRequest(BaseModel):

@@ -7,21 +7,18 @@ replay, restore and late duplicates: `test_no_regression.py`.)"""
 from __future__ import annotations
 
 import asyncio
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 from pymongo.database import Database
 
 from tests.integration.examples.example_runs import dead_letters, local_example
-from tests.pipelines import ROOT, WorkerProcess, produce, read_topic, tidemark, wait_caught_up
-from tests.support import Services, TopicFactory, wait_until
+from tests.integration.features.serving import served
+from tests.pipelines import WorkerProcess, produce, read_topic, tidemark, wait_caught_up
+from tests.support import Services, TopicFactory
 from tidemark.features import AsyncFeatureClient, FeatureClient, FeatureVector
 
 pytestmark = pytest.mark.integration
@@ -44,12 +41,6 @@ RECORDS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def run_to(db: Database[Any], name: str, end: int, worker: WorkerProcess) -> None:
     try:
         wait_caught_up(db, name, {0: end}, 60)
@@ -64,14 +55,6 @@ def test_events_become_features_served_in_python_and_over_http(
     keyed = [(r["user_id"].encode(), orjson.dumps(r)) for r in RECORDS]
     produce(services, example.source, keyed, partition=0)
     worker = WorkerProcess(example.path, tmp_path / "worker.log").start()
-    port = free_port()
-    serve_log = (tmp_path / "serve.log").open("wb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tidemark", "serve", str(example.path), "--port", str(port)],
-        cwd=ROOT,
-        stdout=serve_log,
-        stderr=subprocess.STDOUT,
-    )
     try:
         run_to(sync_db, example.name, len(RECORDS), worker)
         with FeatureClient(services.mongo_uri, sync_db.name) as client:
@@ -98,27 +81,21 @@ def test_events_become_features_served_in_python_and_over_http(
 
         [again] = asyncio.run(read_async(services.mongo_uri, sync_db.name, "u1"))
         assert (again.values, again.event_time) == (u1.values, u1.event_time)
-
-        base = f"http://127.0.0.1:{port}"
-        wait_until(lambda: _answers(f"{base}/healthz"), 30, "tidemark serve to answer")
-        one = httpx.get(f"{base}/features/user_activity/u1", params={"features": "clicks_1h"})
-        assert one.status_code == 200, one.text
-        [served] = one.json()["entities"]
-        assert served["features"] == {"clicks_1h": 2}
-        assert served["event_time"] == T0 + MINUTE and served["staleness_seconds"] > 3600
-        batch = httpx.post(
-            f"{base}/features/user_activity/batch", json={"entities": ["u2", "u3", "u4"]}
-        )
-        assert [e["status"] for e in batch.json()["entities"]] == ["ok", "missing", "expired"]
-        assert httpx.get(f"{base}/features/nope/u1").status_code == 404
-        assert "/features/{group}/batch" in httpx.get(f"{base}/openapi.json").json()["paths"]
-        metrics = httpx.get(f"{base}/metrics/").text
-        assert "tidemark_feature_cache_hit_ratio" in metrics
     finally:
-        server.terminate()
-        server.wait(10)
-        serve_log.close()
         worker.stop_if_running()
+
+    with served(example.path, tmp_path / "serve.log") as http:
+        one = http.get("/features/user_activity/u1", params={"features": "clicks_1h"})
+        assert one.status_code == 200, one.text
+        [vector] = one.json()["entities"]
+        assert vector["features"] == {"clicks_1h": 2}
+        assert vector["event_time"] == T0 + MINUTE and vector["staleness_seconds"] > 3600
+        batch = http.post("/features/user_activity/batch", json={"entities": ["u2", "u3", "u4"]})
+        assert [e["status"] for e in batch.json()["entities"]] == ["ok", "missing", "expired"]
+        assert http.get("/features/nope/u1").status_code == 404
+        assert "/features/{group}/batch" in http.get("/openapi.json").json()["paths"]
+        metrics = http.get("/metrics/").text
+        assert "tidemark_feature_cache_hit_ratio" in metrics
 
     listed = tidemark("features", "list", example.path)
     assert listed.code == 0, listed.stderr
@@ -141,10 +118,3 @@ async def read_async(uri: str, database: str, entity: str) -> list[FeatureVector
         return await client.get("user_activity", entity)
     finally:
         await client.close()
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
