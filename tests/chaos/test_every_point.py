@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.database import Database
@@ -55,6 +56,8 @@ WORKER_CRASHES = [
     ("check_epochs", 3),
     ("commit_transaction", 2),
     ("commit_transaction", 5),
+    ("write_features", 2),
+    ("write_features", 6),
     ("flush_state", 1),
     ("flush_state", 2),  # partial flush inside one partition
     ("flush_state", 9),
@@ -106,6 +109,7 @@ async def test_a_worker_crash_at_every_point_loses_and_doubles_nothing(
         state=STATE,
         snapshots=SNAPSHOTS,
     )
+    with_features(path, "every_point")
     topology = load_topology(path)
     truth = Truth()
     for seed, (point, n) in enumerate(WORKER_CRASHES):
@@ -131,6 +135,16 @@ async def test_a_worker_crash_at_every_point_loses_and_doubles_nothing(
     outputs = await asyncio.to_thread(read_topic, services, sink, 2, truth.count)
     assert_outputs(outputs_by_key(outputs), truth.outputs())
     assert state_values(sync_db, name) == truth.totals()
+    features = {d["e"]: d["v"] for d in sync_db["features.every_point"].find()}
+    assert features == truth.totals()
+
+
+def with_features(path: Path, group: str) -> None:
+    """The counting topology with its outputs materialized as features too."""
+    doc = yaml.safe_load(path.read_text())
+    schema = {"count": {"type": "int"}, "total": {"type": "int"}}
+    doc["sink"]["features"] = {"group": group, "version": 1, "entity": "user", "schema": schema}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
 # Operations: each crashes once at its point while a worker process owns the partition;
