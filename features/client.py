@@ -6,13 +6,16 @@
 
 Current values are read with one `$in` query per call for the entities the cache does not
 hold; the cache keeps each document `cache_ttl` seconds (default 1 s, which bounds how much
-staler than MongoDB an answer can be). `as_of` reads the group's history and bypasses it.
+staler than MongoDB an answer can be; 0 turns it off). `as_of` reads the group's history
+and bypasses it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from pymongo import AsyncMongoClient, MongoClient
@@ -27,10 +30,16 @@ from tidemark.features.reading import (
     Plan,
     Reader,
     as_of_query,
+    by_ids,
 )
 from tidemark.features.registry import FEATURE_GROUPS, GroupInfo
 
 AsOf = int | dt.datetime | None
+# Ids per `$in` query, and queries in flight for one lookup: on the local MongoDB-protocol
+# server, 100 entities read as two concurrent queries answer in 7.2 ms at the median and
+# 12 ms at p99, against 9.5 and 19 ms as one (bench/features.py).
+READ_CHUNK = 50
+CONCURRENT_READS = 4
 
 
 class FeatureClient:
@@ -48,6 +57,7 @@ class FeatureClient:
         self._mongo: MongoClient[dict[str, Any]] = MongoClient(uri, **mongo_options)
         self._db = self._mongo[database]
         self._reader = Reader(cache_ttl, cache_entries)
+        self._pool: ThreadPoolExecutor | None = None  # for lookups of many entities
 
     def get(
         self,
@@ -65,16 +75,22 @@ class FeatureClient:
 
     def _read(self, plan: Plan) -> list[dict[str, Any]]:
         if plan.as_of is None:
-            if not plan.to_read:
-                return []
             coll = self._db[current_collection(plan.info.group)]
-            return coll.find({"_id": {"$in": plan.to_read}}, PROJECTION).to_list(None)
+            chunks = list(_chunks(plan.to_read))
+            if len(chunks) < 2:
+                return [d for ids in chunks for d in coll.find(by_ids(ids), PROJECTION)]
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(CONCURRENT_READS, "tidemark-features")
+            found = self._pool.map(
+                lambda ids: coll.find(by_ids(ids), PROJECTION).to_list(None), chunks
+            )
+            return [d for docs in found for d in docs]
         history = self._db[history_collection(plan.info.group)]
-        found = (
+        rows = (
             history.find_one(as_of_query(plan.info, e, plan.as_of), PROJECTION, sort=AS_OF_SORT)
             for e in plan.entities
         )
-        return [doc for doc in found if doc is not None]
+        return [doc for doc in rows if doc is not None]
 
     def groups(self) -> list[GroupInfo]:
         """Every registered (group, version)."""
@@ -86,6 +102,8 @@ class FeatureClient:
         return self._reader.stats
 
     def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown()
         self._mongo.close()
 
     def __enter__(self) -> FeatureClient:
@@ -127,18 +145,19 @@ class AsyncFeatureClient:
 
     async def _read(self, plan: Plan) -> list[dict[str, Any]]:
         if plan.as_of is None:
-            if not plan.to_read:
-                return []
             coll = self._db[current_collection(plan.info.group)]
-            return await coll.find({"_id": {"$in": plan.to_read}}, PROJECTION).to_list(None)
+            found = await asyncio.gather(
+                *(coll.find(by_ids(ids), PROJECTION).to_list(None) for ids in _chunks(plan.to_read))
+            )
+            return [d for docs in found for d in docs]
         history = self._db[history_collection(plan.info.group)]
-        found = [
+        rows = [
             await history.find_one(
                 as_of_query(plan.info, e, plan.as_of), PROJECTION, sort=AS_OF_SORT
             )
             for e in plan.entities
         ]
-        return [doc for doc in found if doc is not None]
+        return [doc for doc in rows if doc is not None]
 
     async def groups(self) -> list[GroupInfo]:
         """Every registered (group, version)."""
@@ -159,6 +178,14 @@ class AsyncFeatureClient:
 
     async def close(self) -> None:
         await self._mongo.close()
+
+
+def _chunks(ids: list[str]) -> Iterator[list[str]]:
+    """`ids` in about equal parts of at most `READ_CHUNK`: the server reads the documents of
+    one query one after the other, so parts read concurrently answer sooner."""
+    parts = -(-len(ids) // READ_CHUNK)
+    for i in range(parts):
+        yield ids[i * len(ids) // parts : (i + 1) * len(ids) // parts]
 
 
 def _millis(as_of: AsOf) -> int | None:

@@ -8,6 +8,7 @@ before the state flush of the same cut (`processor/protocol/commit.py` says why)
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ from tidemark.state.retry import DUPLICATE_KEY, with_retry
 from tidemark.state.store import delete_matching
 
 STATEMENTS = 200  # per update command, as for state
+Order = tuple[int, int, int]  # (event time, partition, offset): `Row.order`
+NOTHING: Order = (-1, -1, -1)  # no stored row: older than any
 HISTORY_SWEEP_SECONDS = 60.0
 
 
@@ -75,44 +78,70 @@ class Written:
 
 
 class FeatureWriter:
-    """Writes one feature group's rows with the event-time guard, and their history."""
+    """Writes one feature group's rows with the event-time guard, and their history.
 
-    def __init__(self, db: AsyncDatabase[Any], group: FeatureGroup) -> None:
+    It remembers the order of what it stored (or read) per entity, up to `known` entities,
+    so a commit's write is its upserts alone: reading the stored orders first cost the
+    local MongoDB-protocol server as much again. The memory can only lag MongoDB (orders
+    there only grow), so a row it calls older is older; a row it calls newer is still
+    guarded by the upsert's filter, and a collision sends the write round again with the
+    orders read afresh.
+    """
+
+    def __init__(self, db: AsyncDatabase[Any], group: FeatureGroup, known: int = 200_000) -> None:
         self.group = group
         self._current = db[current_collection(group.group)]
         self._history = db[history_collection(group.group)] if group.history else None
         self._last_sweep = 0.0
+        self._known: dict[str, Order] = {}  # oldest first: evicted first
+        self._known_limit = known
 
     async def write(self, chains: Iterable[list[Row]]) -> Written:
         """Store each entity's newest row if it is newer than the stored one, and the rows
-        of the chain past the stored one in the history; retried whole if a concurrent
-        writer of the same entity got in between (the guard makes a second pass harmless)."""
+        of the chain past the stored one in the history."""
         chains = list(chains)
         if not chains:
             return Written(0, 0, [])
         for _ in range(10):
-            stored = await self._stored_orders([c[-1].entity for c in chains])
-            newer = [c for c in chains if _newer(c[-1], stored)]
+            before = await self._orders([c[-1].entity for c in chains])
+            newer = [c for c in chains if c[-1].order > before[c[-1].entity]]
             if await self._store([c[-1] for c in newer]):
                 break
+            for c in chains:  # someone else wrote meanwhile: read them again
+                self._known.pop(c[-1].entity, None)
         else:  # pragma: no cover - ten races in a row on one entity
             raise StateError(f"feature group {self.group.group}: writers keep colliding")
+        for c in newer:
+            self._known[c[-1].entity] = c[-1].order
         readable = _now_ms()
         if self._history is not None:
-            await self._keep_history([r for c in newer for r in c if _newer(r, stored)], readable)
+            kept = [r for c in newer for r in c if r.order > before[r.entity]]
+            await self._keep_history(kept, readable)
+        self._trim()
         lags = [readable - c[-1].time for c in newer]
         return Written(len(newer), len(chains) - len(newer), lags)
 
-    async def _stored_orders(self, entities: list[str]) -> dict[str, tuple[int, int, int]]:
-        """The order of each entity's stored row, if it has one."""
-        version = self.group.version
-        ids = [row_id(version, e) for e in entities]
-        docs = await with_retry(
-            lambda: self._current.find(
-                {"_id": {"$in": ids}}, {"e": 1, "t": 1, "p": 1, "off": 1}
-            ).to_list(None)
-        )
-        return {d["e"]: (d["t"], d["p"], d["off"]) for d in docs}
+    async def _orders(self, entities: list[str]) -> dict[str, Order]:
+        """The order of each entity's stored row (`NOTHING` if none), read for the entities
+        not remembered."""
+        unknown = [e for e in entities if e not in self._known]
+        if unknown:
+            version = self.group.version
+            ids = [row_id(version, e) for e in unknown]
+            docs = await with_retry(
+                lambda: self._current.find(
+                    {"_id": {"$in": ids}}, {"e": 1, "t": 1, "p": 1, "off": 1}
+                ).to_list(None)
+            )
+            self._known.update(dict.fromkeys(unknown, NOTHING))
+            self._known.update({d["e"]: (d["t"], d["p"], d["off"]) for d in docs})
+        return {e: self._known[e] for e in entities}
+
+    def _trim(self) -> None:
+        over = len(self._known) - self._known_limit
+        if over > 0:
+            for entity in list(itertools.islice(self._known, over)):
+                del self._known[entity]
 
     async def _store(self, rows: list[Row]) -> bool:
         """False if an upsert collided with a newer document written meanwhile."""
@@ -162,11 +191,6 @@ async def _send(coll: AsyncCollection[Any], statements: list[dict[str, Any]]) ->
         if errors := reply.get("writeErrors"):
             return list(errors)
     return []
-
-
-def _newer(row: Row, stored: dict[str, tuple[int, int, int]]) -> bool:
-    found = stored.get(row.entity)
-    return found is None or row.order > found
 
 
 def _older_than(row: Row) -> dict[str, Any]:

@@ -81,7 +81,8 @@ class CacheStats:
 
 @dataclass
 class Reader:
-    """The registry as last read and a bounded TTL cache of current documents."""
+    """The registry as last read and a bounded TTL cache of current documents (none with a
+    `cache_ttl` of 0)."""
 
     cache_ttl: float = 1.0
     cache_entries: int = 100_000
@@ -145,7 +146,7 @@ class Reader:
         to_read = []
         for entity in ids:
             key = row_id(info.version, entity)
-            doc = self._cache.get(key, _MISS)
+            doc = self._cache.get(key, _MISS) if self.cache_ttl > 0 else _MISS
             if doc is _MISS:
                 to_read.append(key)
             else:
@@ -162,7 +163,7 @@ class Reader:
             if entity in plan.cached:
                 continue
             doc = found[entity] = read.get(entity)
-            if plan.as_of is None:
+            if plan.as_of is None and self.cache_ttl > 0:
                 self._cache[row_id(plan.info.version, entity)] = doc
         now = plan.as_of if plan.as_of is not None else int(time.time() * 1000)
         return [_vector(plan, e, found.get(e), now) for e in plan.entities]
@@ -190,6 +191,10 @@ def as_of_query(info: GroupInfo, entity: str, as_of: int) -> dict[str, Any]:
     """The history rows of `entity` at or before `as_of`; the newest (by `AS_OF_SORT`) is
     the value that was current then."""
     return {"ver": info.version, "e": entity, "t": {"$lte": as_of}}
+
+
+def by_ids(ids: list[str]) -> dict[str, Any]:
+    return {"_id": {"$in": ids}}
 
 
 AS_OF_SORT = [("t", -1), ("p", -1), ("off", -1)]
