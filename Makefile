@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PACKAGES := -p tidemark
 PYTEST_ARGS ?=
 
-.PHONY: help venv services services-down services-reset lint typecheck test unit demo bench bench-quick bench-compare soak up down clean
+.PHONY: help venv services services-down services-reset lint typecheck test unit demo bench bench-quick bench-compare bench-features soak up down clean
 
 help:
 	@echo "make demo            run the example topology on the local stack"
@@ -16,6 +16,7 @@ help:
 	@echo "make services        start Kafka and FerretDB on loopback (idempotent)"
 	@echo "make bench           throughput, recovery and memory against the ceiling and Quix Streams"
 	@echo "make bench-quick     under 5 minutes: throughput and CPU per event at 300k events, before and after a change"
+	@echo "make bench-features  the feature store beside Feast's MongoDB online store: latency, regression, freshness"
 	@echo "make bench-compare   throughput of this tree beside an older checkout: BASE=DIR make bench-compare"
 	@echo "make soak            30 minutes of traffic, kills and outages; writes bench/results/soak.md"
 	@echo "make services-down   stop them; make services-reset also wipes their data"
@@ -69,7 +70,13 @@ bench: services bench/.venv-quix/.installed bench/.venv-feast/.installed
 	set -a; source .devstack/env; set +a; \
 	  $(BIN)/python -m bench.snapshots --keys 100000 --runs 3 && \
 	  $(BIN)/python -m bench.snapshots --keys 1000000 --runs 1 && \
+	  $(BIN)/python -m bench.features && \
 	  $(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# Not part of `make test`: about 5 minutes, the feature store beside Feast's MongoDB online
+# store (reads, regression, freshness; part of `make bench`). Writes bench/results/features.*
+bench-features: services bench/.venv-feast/.installed
+	set -a; source .devstack/env; set +a; $(BIN)/python -m bench.features $(BENCH_ARGS)
 
 # Not part of `make test`: under 5 minutes, the throughput comparison at 300k events (ceiling
 # and tidemark, 3 interleaved runs, CPU per event of each process) before and after a
