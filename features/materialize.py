@@ -3,7 +3,7 @@
 A row replaces the stored one only if it is newer by `(event time, partition, offset)`, so
 a replay, a restore or a late duplicate (all older) leaves what readers see alone. The
 commit protocol writes each commit's rows right after the Kafka transaction commits and
-before the state flush of the same cut (`processor/protocol/commit.py` says why).
+before the state flush of the same cut (`processor/protocol/features.py` says why).
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ Every `checkpoint.interval` (or `checkpoint.max_records` records) the owner comm
                        took one, the transaction is aborted, that partition dropped and the
                        others rewound to their checkpoints by the caller.
 3. commit_transaction  Outputs, dead letters and input progress (C) become visible together.
-3b. write_features     With a features sink: the committed records' rows (`features.py`),
-                       beside processing; a state checkpoint waits for them.
+3b. write_features     With a features sink: the committed records' rows go to a writer
+                       beside processing (`features.py`); a state checkpoint waits for them.
 
 When a state checkpoint is due (`checkpoint.state_interval`, `max_dirty_keys`, a failure or
 a snapshot request to record), each partition's dirty keys and position are cut right after
@@ -91,8 +91,10 @@ class Committer:
         """
         parts = list(parts)
         self.left_group = False
-        if everything or (self._state_task is not None and self._state_task.done()):
+        if everything:
             await self.settle()
+        elif self._state_task is not None and self._state_task.done():
+            await self._settle_state()
         if self._tainted:
             return await self.abort()
         with_state = everything or self.state_due(parts)
@@ -206,13 +208,16 @@ class Committer:
             self._on_fenced(part, str(exc))
 
     async def settle(self) -> None:
-        """Wait for the state checkpoint and feature write in flight; a failure is raised
-        here."""
+        """Wait for the state checkpoint in flight and every feature row handed over; a
+        failure is raised here."""
+        await self._settle_state()
+        if self._features is not None:
+            await self._features.written()
+
+    async def _settle_state(self) -> None:
         task, self._state_task = self._state_task, None
         if task is not None:
             await task
-        if self._features is not None:
-            await self._features.settle()
 
     def abandon(self) -> None:
         """Stop caring about the state checkpoint in flight (the owner is going down on an
@@ -250,7 +255,7 @@ class Committer:
         """
         limit = self._topology.checkpoint.max_dirty_keys
         if self._state_task is not None and _dirty(parts) >= limit:
-            await self.settle()
+            await self._settle_state()
 
 
 def _dirty(parts: Iterable[Partition]) -> int:

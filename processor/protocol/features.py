@@ -1,12 +1,15 @@
 """Step 3b of the commit protocol: materialize the committed feature rows.
 
-Right after a Kafka transaction commits, the rows its records produced are written by a
-task beside processing. The next commit waits for it: one write in flight bounds memory and
-lets a slow MongoDB slow processing. A state checkpoint waits for it before it flushes, so
-feature rows reach MongoDB before the state that produced them: recovery skips a record
-whose key's state is past it, and without this order a crash could leave the row of such a
-record unwritten for good. Rows are written during recovery too (unlike outputs below C):
-the event-time guard makes a second write of a row a no-op, never a regression.
+After each Kafka commit the rows of the records it made visible are handed to a writer
+task beside processing. While a write is in flight, rows handed over meanwhile are merged
+per entity into the next one, so a slow MongoDB means fewer, larger writes (each entity
+once per write) rather than a commit that waits; past `checkpoint.max_dirty_keys` pending
+entities the commit does wait, which bounds memory. A state checkpoint waits until every
+row handed over before its cut is written: feature rows reach MongoDB before the state
+that produced them. Recovery skips a record whose key's state is past it, and without this
+order a crash could leave the row of such a record unwritten for good. Rows are written
+during recovery too (unlike outputs below C): the event-time guard makes a second write of
+a row a no-op, never a regression.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from tidemark.config import Topology, faults
 from tidemark.config.throttle import Throttle
-from tidemark.features.materialize import FeatureWriter
+from tidemark.features.materialize import FeatureBuffer, FeatureWriter
 from tidemark.features.registry import register
 from tidemark.features.validation import Row
 from tidemark.processor.observability import metrics
@@ -41,6 +44,10 @@ class FeatureStep:
         self._stored = metrics.FEATURE_ROWS.labels(*labels, "stored")
         self._stale = metrics.FEATURE_ROWS.labels(*labels, "stale")
         self._freshness = metrics.FEATURE_FRESHNESS.labels(*labels)
+        self._limit = topology.checkpoint.max_dirty_keys
+        self._pending = FeatureBuffer(keep_all=group.history is not None)
+        self._handed = self._done = 0  # commits handed over, and written
+        self._progress = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
 
     @classmethod
@@ -53,12 +60,34 @@ class FeatureStep:
         return cls(topology, FeatureWriter(db, group))
 
     async def start(self, parts: Iterable[Partition]) -> None:
-        """Write the rows these partitions buffered up to the commit just made, once the
-        previous write is done."""
-        chains = [chain for part in parts for chain in part.features.take()]
-        await self.settle()
-        if chains:
-            self._task = asyncio.create_task(self._write(chains))
+        """Hand over the rows these partitions buffered up to the commit just made."""
+        self._raise_failure()
+        for part in parts:
+            for chain in part.features.take():
+                for row in chain:
+                    self._pending.add(row)
+        self._handed += 1
+        if self._task is None:
+            self._task = asyncio.create_task(self._write_forever())
+        async with self._progress:
+            self._progress.notify_all()
+        if len(self._pending.chains) >= self._limit:
+            await self.written()
+
+    async def _write_forever(self) -> None:
+        try:
+            while True:
+                async with self._progress:
+                    await self._progress.wait_for(lambda: self._done < self._handed)
+                handed, chains = self._handed, self._pending.take()
+                if chains:
+                    await self._write(chains)
+                async with self._progress:
+                    self._done = handed
+                    self._progress.notify_all()
+        finally:  # a failure wakes the waiters, who raise it
+            async with self._progress:
+                self._progress.notify_all()
 
     async def _write(self, chains: list[list[Row]]) -> None:
         faults.point("write_features")
@@ -80,16 +109,21 @@ class FeatureStep:
                     breaches_held_back=held,
                 )
 
-    async def settle(self) -> None:
-        """Wait for every write started so far; a failed one raises here."""
-        task, self._task = self._task, None
-        if task is not None:
-            await task
-
     async def written(self) -> None:
-        """Wait for the write in flight, leaving its outcome to `settle` too."""
-        if self._task is not None:
-            await asyncio.shield(self._task)
+        """Wait until every row handed over so far is written; a failed write raises."""
+        target = self._handed
+        async with self._progress:
+            await self._progress.wait_for(lambda: self._done >= target or self._failed())
+        self._raise_failure()
+
+    def _failed(self) -> bool:
+        return self._task is not None and self._task.done()
+
+    def _raise_failure(self) -> None:
+        if self._task is not None and self._task.done():
+            task, self._task = self._task, None
+            task.result()  # the write's error; a loop that ends otherwise is a bug
+            raise AssertionError("the feature writer stopped")
 
     def abandon(self) -> None:
         """The owner is going down on an error: the writes are idempotent, let them go."""

@@ -12,6 +12,7 @@ PACKAGES = {
     "config": {"config"},
     "operators": {"config", "operators"},
     "state": {"config", "state"},
+    "features": {"config", "state", "features"},
 }
 # processor's subpackages, each importing only those before it.
 PROCESSOR = ["observability", "kafka", "protocol", "runtime", "coordination", "cli"]
@@ -28,6 +29,17 @@ def test_base_packages_import_only_what_they_may() -> None:
         for path in (ROOT / top).rglob("*.py")
         for package, _ in imports(path)
         if package not in allowed
+    ]
+    assert not wrong, wrong
+
+
+def test_storage_and_serving_never_touch_kafka() -> None:
+    kafka = re.compile(r"^\s*(?:from|import) confluent_kafka", re.M)
+    wrong = [
+        str(path.relative_to(ROOT))
+        for top in ("config", "operators", "state", "features")
+        for path in (ROOT / top).rglob("*.py")
+        if kafka.search(path.read_text())
     ]
     assert not wrong, wrong
 

@@ -110,6 +110,14 @@ def test_events_become_features_served_in_python_and_over_http(
     [group] = status["features"]
     assert (group["group"], group["entities"]) == ("user_activity", 3)
     assert group["lag_max_s"] is not None and status["partitions"][0]["checkpoint"] == 5
+    assert group["drift"] == {}  # no baseline yet
+
+    baseline = tidemark("features", "baseline", example.path)
+    assert baseline.code == 0, baseline.stderr
+    assert (baseline.doc["clicks_1h"], baseline.doc["last_country"]) == (3, 3)
+    drift = tidemark("features", "describe", example.path).doc["drift"]
+    assert set(drift) == {"clicks_1h", "spend_1h", "last_country"}
+    assert drift["spend_1h"]["ks"] == 0 and all(d["psi"] < 0.01 for d in drift.values())
 
 
 async def read_async(uri: str, database: str, entity: str) -> list[FeatureVector]:
