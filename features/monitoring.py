@@ -38,14 +38,16 @@ class Monitor:
         self._client = client
 
     async def forever(self, every: float) -> None:
+        """Refresh every `every` seconds, the first time after one interval: a pass scans
+        the group on a server without indexes on its fields, so it stays off start-up."""
         while True:
+            await asyncio.sleep(every)
             try:
                 for info in await self._client.groups():
                     await self.observe(info)
             except PyMongoError as exc:
                 log.warning("monitor_skipped", error=type(exc).__name__)
             CACHE_HIT_RATIO.set(self._client.cache_stats.hit_rate)
-            await asyncio.sleep(every)
 
     async def observe(self, info: GroupInfo) -> None:
         labels = (info.group, str(info.version))

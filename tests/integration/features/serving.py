@@ -29,12 +29,12 @@ def _answers(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def served(topology: Path, log: Path) -> Iterator[httpx.Client]:
-    """An HTTP client for `tidemark serve topology`, once `/healthz` answers."""
+def served(topology: Path, log: Path, *args: str) -> Iterator[httpx.Client]:
+    """An HTTP client for `tidemark serve topology [args]`, once `/healthz` answers."""
     port = _free_port()
     with log.open("wb") as out:
         server = subprocess.Popen(
-            [sys.executable, "-m", "tidemark", "serve", str(topology), "--port", str(port)],
+            [sys.executable, "-m", "tidemark", "serve", str(topology), "--port", str(port), *args],
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,

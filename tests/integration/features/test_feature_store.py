@@ -18,7 +18,7 @@ from pymongo.database import Database
 from tests.integration.examples.example_runs import dead_letters, local_example
 from tests.integration.features.serving import served
 from tests.pipelines import WorkerProcess, produce, read_topic, tidemark, wait_caught_up
-from tests.support import Services, TopicFactory
+from tests.support import Services, TopicFactory, wait_until
 from tidemark.features import AsyncFeatureClient, FeatureClient, FeatureVector
 
 pytestmark = pytest.mark.integration
@@ -84,7 +84,7 @@ def test_events_become_features_served_in_python_and_over_http(
     finally:
         worker.stop_if_running()
 
-    with served(example.path, tmp_path / "serve.log") as http:
+    with served(example.path, tmp_path / "serve.log", "--monitor-every", "0.2") as http:
         one = http.get("/features/user_activity/u1", params={"features": "clicks_1h"})
         assert one.status_code == 200, one.text
         [vector] = one.json()["entities"]
@@ -94,8 +94,11 @@ def test_events_become_features_served_in_python_and_over_http(
         assert [e["status"] for e in batch.json()["entities"]] == ["ok", "missing", "expired"]
         assert http.get("/features/nope/u1").status_code == 404
         assert "/features/{group}/batch" in http.get("/openapi.json").json()["paths"]
-        metrics = http.get("/metrics/").text
-        assert "tidemark_feature_cache_hit_ratio" in metrics
+        gauge = 'tidemark_feature_entities{group="user_activity",version="1"} 3.0'
+        wait_until(lambda: gauge in http.get("/metrics/").text, 10, "the monitor's gauges")
+        assert (
+            'tidemark_feature_write_lag_seconds{group="user_activity"' in http.get("/metrics/").text
+        )
 
     listed = tidemark("features", "list", example.path)
     assert listed.code == 0, listed.stderr
