@@ -19,9 +19,9 @@ import yaml
 
 from tidemark.config import load_topology, parse_topology
 from tidemark.config.durations import parse_duration
+from tidemark.features import monitoring
 from tidemark.operators import build_pipeline
 from tidemark.processor.cli.main import EXIT_CONFIG, main
-from tidemark.features import monitoring
 from tidemark.processor.observability.metrics import exposed_names
 
 ROOT = Path(__file__).resolve().parents[3]
