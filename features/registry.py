@@ -3,7 +3,8 @@
 Workers register the group their topology materializes when they start; readers (the
 client, `tidemark serve`, `tidemark features`) learn from here which groups, versions and
 features exist. One topology owns a (group, version): a second one with another schema is
-refused, since its rows would mix with the first one's under the same ids.
+refused, since its rows would mix with the first one's under the same ids (a renamed topology
+with the same source, schema and steps is the same definition and may take it over).
 """
 
 from __future__ import annotations
@@ -97,6 +98,11 @@ class GroupInfo:
             "lineage": self.lineage,
         }
 
+    def definition(self) -> tuple[Any, ...]:
+        """What makes two registrations the same features: a topology renamed with the same
+        source, schema and steps may take a version over; anything else may not."""
+        return (self.entity, self.features, self.source_topic, self.lineage)
+
     def describe(self) -> dict[str, Any]:
         """For `tidemark features describe` and the HTTP metadata endpoint."""
         return {**self.to_doc(), "baseline_features": sorted(self.baseline)}
@@ -114,11 +120,12 @@ async def register(db: AsyncDatabase[Any], topology: Topology) -> GroupInfo:
     found = await registry.find_one({"_id": key})
     if found is not None:
         theirs = GroupInfo.from_doc(found)
-        if theirs.topology != info.topology or theirs.features != info.features:
+        if theirs.definition() != info.definition():
             raise GroupConflict(
                 f"feature group {info.group!r} version {info.version} is materialized by "
-                f"topology {theirs.topology!r} with schema {sorted(theirs.features)}; give "
-                "this one another version (versions materialize side by side)"
+                f"topology {theirs.topology!r} from another definition (schema "
+                f"{sorted(theirs.features)}, source {theirs.source_topic!r}); give this one "
+                "another version (versions materialize side by side)"
             )
     now = dt.datetime.now(dt.UTC)
     update = {"$set": {**info.to_doc(), "updated_at": now}, "$setOnInsert": {"created_at": now}}

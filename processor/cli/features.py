@@ -9,7 +9,6 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from tidemark.config import Topology
 from tidemark.features.client import AsyncFeatureClient
-from tidemark.features.drift import drift, freshness, record_baseline, sample
 from tidemark.features.registry import FEATURE_GROUPS, GroupInfo, group_id, registered
 from tidemark.processor.cli.ops import OperationError
 
@@ -30,6 +29,8 @@ def add_parsers(commands: Any) -> None:
 async def features(t: Topology, db: AsyncDatabase[Any], args: argparse.Namespace) -> Any:
     """`list`: every registered (group, version) in the topology's database; `describe`:
     the topology's own group with its freshness and drift; `baseline`: record one."""
+    from tidemark.features.drift import record_baseline
+
     infos = registered(await db[FEATURE_GROUPS].find().to_list(None))
     if args.action == "list":
         return [
@@ -56,6 +57,9 @@ async def features(t: Topology, db: AsyncDatabase[Any], args: argparse.Namespace
 
 async def group_status(db: AsyncDatabase[Any], info: GroupInfo) -> dict[str, Any]:
     """Freshness against the SLA, and drift against the baseline if one was recorded."""
+    # SciPy and NumPy load in a second: only the commands that report drift import them.
+    from tidemark.features.drift import drift, freshness, sample
+
     fresh = await freshness(db, info)
     lag = fresh["lag_max_s"]
     sla_ok = None if info.freshness_sla is None or lag is None else lag <= info.freshness_sla

@@ -204,6 +204,19 @@ def _customer_orders(rng: random.Random, count: int, now: int) -> list[Record]:
     return records
 
 
+def _user_clicks(rng: random.Random, count: int, now: int) -> list[Record]:
+    """Thirty users clicking over the last three hours."""
+    users = [f"user-{i:02d}" for i in range(30)]
+    timed: list[tuple[int, Record]] = []
+    for i in range(count):
+        user = rng.choice(users)
+        t = now - 3 * HOUR + i * 3 * HOUR // max(count, 1)
+        amount = round(rng.uniform(0, 40), 2)
+        click = {"user_id": user, "ts": t, "amount": amount, "country": rng.choice(COUNTRIES)}
+        timed.append((t, (user, click)))
+    return _in_arrival_order(timed, rng, 2000)
+
+
 GENERATORS: dict[str, Generator] = {
     "clicks-per-user": _clicks,
     "orders-per-country": _orders,
@@ -211,6 +224,7 @@ GENERATORS: dict[str, Generator] = {
     "clickstream-sessions": _sessions,
     "payment-fraud-velocity": _payments,
     "orders-with-customers": _customer_orders,
+    "user-features": _user_clicks,
 }
 TableGenerator = Callable[[random.Random, int, int], dict[str, list[Row]]]
 TABLES: dict[str, TableGenerator] = {"orders-with-customers": _customers}

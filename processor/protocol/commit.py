@@ -31,6 +31,7 @@ table of docs/ARCHITECTURE.md says why each point is safe.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -171,7 +172,12 @@ class Committer:
 
     async def _checkpoint_state(self, cuts: list[_Cut]) -> None:
         if self._features is not None:
-            await self._features.written()  # the cut's feature rows before its state
+            try:
+                await self._features.written()  # the cut's feature rows before its state
+            except BaseException:
+                for cut in cuts:  # never to be written: a crash or a failed feature write
+                    cut.drop()
+                raise
         await asyncio.gather(*(self._checkpoint_partition(c) for c in cuts))
         faults.point("state_checkpoint_done")
 
@@ -274,6 +280,11 @@ class _Cut:
     dead_letters: int
     documents: int = 0  # state documents the write sends
     consistent: bool = True  # the state in MongoDB is a cut at `offset` once written
+
+    def drop(self) -> None:
+        """Give up the write without running it."""
+        if inspect.iscoroutine(self.write):
+            self.write.close()
 
     @classmethod
     def take(cls, part: Partition) -> _Cut:

@@ -178,7 +178,7 @@ def test_replays_restores_and_late_duplicates_leave_served_features_as_they_were
     assert "Traceback" not in (tmp_path / "w.log").read_text()
 
 
-def test_two_versions_serve_side_by_side_and_a_version_is_owned_by_one_topology(
+def test_two_versions_serve_side_by_side_and_a_version_keeps_its_definition(
     services: Services, make_topic: TopicFactory, sync_db: Database[Any], tmp_path: Path
 ) -> None:
     source = make_topic("clicks", 1)

@@ -20,6 +20,7 @@ from tests.integration.examples.example_runs import local_example
 from tests.pipelines import WorkerProcess, produce, read_topic, wait_caught_up
 from tests.support import Services, TopicFactory
 from tidemark.config import load_topology
+from tidemark.features.validation import Gate, Row
 from tidemark.processor.kafka.topics import route_topics
 
 # A failing example is a batch of large records: its repr is large too.
@@ -56,13 +57,15 @@ def test_a_worker_fed_hostile_records_dead_letters_them_and_stays_exact(
     )
     topology = load_topology(example, env={})
     routes = route_topics(topology)
-    assert topology.sink_topic is not None
-    sink = local.topics[topology.sink_topic]
     rng = random.Random(seed)
     good = good_records(example, "good-77aa", 60)
     records = interleave(good, [r for rs in bad for r in rs], lambda: rng.randrange(1 << 30))
     expected, rejected, _ = run_in_memory(example, records)
 
+    if group := topology.feature_group:  # each run its own group, as its own state
+        sync_db.drop_collection("feature_groups")
+        sync_db.drop_collection(f"features.{group.group}")
+        sync_db.drop_collection(f"features.{group.group}.history")
     produce(services, local.source, records, partition=0)
     worker = WorkerProcess(local.path, tmp_path / f"worker-{run}.log").start()
     try:
@@ -75,10 +78,20 @@ def test_a_worker_fed_hostile_records_dead_letters_them_and_stays_exact(
         worker.stop_if_running()
     assert "Traceback" not in worker.log.read_text(errors="replace"), worker.tail(60)
 
-    for topic in [None, *routes]:  # None: the sink
-        want = [(e.key, e.value) for e in expected if e.topic == topic]
-        outputs = read_topic(services, local.topics[topic] if topic else sink, 1, len(want))
+    for topic in [topology.sink_topic, *routes]:
+        if topic is None:
+            continue
+        want = [(e.key, e.value) for e in expected if (e.topic or topology.sink_topic) == topic]
+        outputs = read_topic(services, local.topics[topic], 1, len(want))
         assert [(m.key().decode(), orjson.loads(m.value())) for m in outputs] == want
+    if group := topology.feature_group:  # the newest row of each entity is served
+        newest: dict[str, Row] = {}
+        for e in expected:
+            row = Gate(group).row(e.value, e.key, e.timestamp, 0, e.offset)
+            if row.entity not in newest or row.order > newest[row.entity].order:
+                newest[row.entity] = row
+        stored = {d["e"]: d["v"] for d in sync_db[f"features.{group.group}"].find()}
+        assert stored == {entity: row.values for entity, row in newest.items()}
     letters = read_topic(services, local.dead_letters, 1, len(rejected))
     offsets = {}
     for letter in letters:
