@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -133,15 +135,24 @@ async def _watch(t: Topology, db: AsyncDatabase[Any], args: argparse.Namespace) 
     """`status --watch`: the table redrawn in place on a terminal; with `--json` or into a
     pipe, one document per refresh, so `tidemark status --watch --json | jq` works too."""
     redraw = sys.stdout.isatty() and not args.json
-    while True:
-        rows = await ops.status(t, db)
-        if redraw:
-            print("\x1b[H\x1b[2J", end="")  # home, clear screen
-            stamp = dt.datetime.now(dt.UTC).strftime("%H:%M:%S")
-            print(f"{t.name}  {stamp}  every {args.watch:g}s, Ctrl-C to stop\n")
-        _print(args, rows)
-        sys.stdout.flush()
-        await asyncio.sleep(args.watch)
+    # Ctrl-C ends the loop after the refresh in flight instead of cancelling it: a refresh
+    # cancelled inside a MongoDB call or a Kafka call on a thread could hold the exit up.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    try:
+        while not stop.is_set():
+            rows = await ops.status(t, db)
+            if redraw:
+                print("\x1b[H\x1b[2J", end="")  # home, clear screen
+                stamp = dt.datetime.now(dt.UTC).strftime("%H:%M:%S")
+                print(f"{t.name}  {stamp}  every {args.watch:g}s, Ctrl-C to stop\n")
+            _print(args, rows)
+            sys.stdout.flush()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), args.watch)
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
 
 
 async def _snapshot(t: Topology, db: AsyncDatabase[Any], args: argparse.Namespace) -> Any:
