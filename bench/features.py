@@ -306,7 +306,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--rate", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--fresh-entities", type=int, default=1_000)
+    parser.add_argument(
+        "--fresh-entities", default="1000,10000", help="entity counts of the freshness runs"
+    )
     parser.add_argument("--results", type=Path, default=ROOT / "bench/results")
     args = parser.parse_args()
     uri, bootstrap = os.environ["MONGO_URI"], os.environ["KAFKA_BOOTSTRAP_SERVERS"]
@@ -333,7 +335,10 @@ def main() -> int:
             )
             print(f"run {run}: " + json.dumps(runs[-1]["reads"]), flush=True)
         MongoClient(uri).drop_database("bench_features")
-        fresh = freshness(uri, bootstrap, args.rate, args.seconds, args.fresh_entities, folder)
+        fresh = [
+            freshness(uri, bootstrap, args.rate, args.seconds, int(n), folder)
+            for n in args.fresh_entities.split(",")
+        ]
     result = {
         "entities": args.entities,
         "reads_per_cell": args.reads,
@@ -364,7 +369,6 @@ def report(result: dict[str, Any]) -> str:
     writes = {
         k: statistics.median(r["write_seconds"][k] for r in runs) for k in ("tidemark", "feast")
     }
-    fresh = result["freshness"]
     regression = runs[0]["regression"]
     lines += [
         "",
@@ -376,12 +380,15 @@ def report(result: dict[str, Any]) -> str:
         f"{regression['tidemark']['regressed']}); Feast serves {regression['feast']['served']} "
         f"(regressed: {regression['feast']['regressed']}).",
         "",
-        f"Freshness at {fresh['rate']:,} events/s over {fresh['entities']:,} entities for "
-        f"{fresh['seconds']:.0f} s "
-        f"({fresh['observations']:,} observations): p50 {fresh['p50_s']} s, p99 "
-        f"{fresh['p99_s']} s, max {fresh['max_s']} s.",
     ]
-    return "\n".join(lines) + "\n"
+    for f in result["freshness"]:
+        lines += [
+            f"Freshness at {f['rate']:,} events/s over {f['entities']:,} entities for "
+            f"{f['seconds']:.0f} s ({f['observations']:,} observations): p50 {f['p50_s']} s, "
+            f"p99 {f['p99_s']} s, max {f['max_s']} s.",
+            "",
+        ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
