@@ -109,9 +109,10 @@ class BatchProcessor:
         if not part.processing:
             return  # dropped meanwhile: none of this batch may be produced
         sink = self.topology.sink_topic
+        gated = self._gate is not None  # once per batch: most topologies have no features
         emitted = 0
         for out in outputs:
-            violation = self._feature(part, out) if out.topic is None else None
+            violation = self._feature(part, out) if gated and out.topic is None else None
             if violation is not None:
                 failures.setdefault(out.offset, violation)
                 continue  # neither materialized nor produced: dead-lettered instead
@@ -136,10 +137,8 @@ class BatchProcessor:
             log.warning("table_records_skipped", partition=part.number, records=skipped)
 
     def _feature(self, part: Partition, out: Event) -> RecordError | None:
-        """Buffer the output's feature row (if the sink has features); the rule it breaks
-        instead, if any."""
-        if self._gate is None:
-            return None
+        """Buffer the output's feature row; the rule it breaks instead, if any."""
+        assert self._gate is not None
         try:
             row = self._gate.row(out.value, out.key, out.timestamp, part.number, out.offset)
         except FeatureViolation as exc:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,13 +11,8 @@ from pathlib import Path
 import httpx
 
 from tests.pipelines import ROOT
+from tests.private_stack import free_port
 from tests.support import wait_until
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _answers(url: str) -> bool:
@@ -31,7 +25,7 @@ def _answers(url: str) -> bool:
 @contextlib.contextmanager
 def served(topology: Path, log: Path, *args: str) -> Iterator[httpx.Client]:
     """An HTTP client for `tidemark serve topology [args]`, once `/healthz` answers."""
-    port = _free_port()
+    port = free_port()
     with log.open("wb") as out:
         server = subprocess.Popen(
             [sys.executable, "-m", "tidemark", "serve", str(topology), "--port", str(port), *args],
