@@ -5,7 +5,7 @@ It lives in `config`, the one package both `operators` and `state` may import.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any, NamedTuple, Protocol
 
 from tidemark.config.errors import TidemarkError
@@ -40,6 +40,14 @@ class State(Protocol):
 
     def put(self, key: str, value: Any, offset: int) -> None:
         """Set `key` to `value` as of the event at `offset`."""
+
+    async def read(self, keys: Collection[str]) -> dict[str, Stamped]:
+        """The stamped values of those of `keys` that were written, with one round trip: an
+        operator that folds a whole batch keeps them in a local dict and writes the last
+        value of each key back once (`write`), instead of a `get` and a `put` per record."""
+
+    def write(self, values: Mapping[str, tuple[Any, int]]) -> None:
+        """`put` of each key's (value, offset)."""
 
     def delete(self, key: str, offset: int) -> None:
         """Delete `key` as of the event at `offset` (kept as a tombstone until checkpointed)."""

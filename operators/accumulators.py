@@ -188,19 +188,68 @@ class Aggregation:
         return stored
 
 
+# How `Accumulators.folded` handles each aggregation: the common ones of a top-level field
+# inline, everything else (and every record they would refuse) through `Aggregation.fold`.
+_SUM, _MIN, _MAX, _FIRST, _LAST, _OTHER = range(6)
+_INLINE = {"sum": _SUM, "min": _MIN, "max": _MAX, "first": _FIRST, "last": _LAST}
+_LOW, _HIGH = INT64
+_MISSING = object()
+
+
 class Accumulators:
     """Every aggregation of a step, over one accumulator dict."""
 
     def __init__(self, compute: dict[str, AggregationSpec]) -> None:
         self.aggregations = [Aggregation(name, spec) for name, spec in compute.items()]
+        self._counts = [a.name for a in self.aggregations if a.function == "count"]
+        self._plan = [
+            (a.name, _INLINE.get(a.function, _OTHER) if len(a.path) == 1 else _OTHER, a)
+            for a in self.aggregations
+            if a.function != "count"
+        ]
+        # The result of these is the accumulator itself (`result` reads each entry as is).
+        self.plain = all(a.function in ("count", *_INLINE) for a in self.aggregations)
 
     def fold(self, acc: Accumulator, value: Any) -> None:
         for a in self.aggregations:
             a.fold(acc, value)
+
+    def folded(self, stored: Accumulator | None, value: Any) -> Accumulator:
+        """A new accumulator: `stored` (left as it is) with `value` folded in; the same as
+        `fold` on a copy, with the common aggregations inline, since this runs per record."""
+        acc = dict(stored) if stored else {}
+        if type(value) is not dict:
+            self.fold(acc, value)  # raises: the aggregations read fields of an object
+            return acc
+        for name in self._counts:
+            acc[name] = acc.get(name, 0) + 1
+        for name, how, aggregation in self._plan:
+            x: Any = value.get(aggregation.path[0], _MISSING) if how != _OTHER else _MISSING
+            kind = type(x)
+            number = kind is int or kind is float  # not bool: a subclass, and refused
+            if how == _SUM and number:
+                total = acc.get(name, 0) + x
+                if _LOW <= total <= _HIGH or type(total) is float:
+                    acc[name] = total
+                    continue
+            elif how == _LAST and x is not _MISSING:
+                acc[name] = x
+                continue
+            elif how in (_MIN, _MAX) and number:
+                old = acc.get(name, x)  # as the builtins: the earlier one on a tie
+                acc[name] = (x if x < old else old) if how == _MIN else (x if x > old else old)
+                continue
+            elif how == _FIRST and (name in acc or x is not _MISSING):
+                acc.setdefault(name, x)
+                continue
+            aggregation.fold(acc, value)  # everything else, and what the above refuses
+        return acc
 
     def merge(self, into: Accumulator, other: Accumulator) -> None:
         for a in self.aggregations:
             a.merge(into, other)
 
     def result(self, acc: Accumulator) -> dict[str, Any]:
+        if self.plain and len(acc) == len(self.aggregations):
+            return acc  # read as is: no copy (accumulators are never changed in place)
         return {a.name: a.result(acc) for a in self.aggregations}

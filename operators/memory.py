@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from tidemark.config.state import NO_TIME, Stamped
@@ -27,6 +27,12 @@ class InMemoryState:
 
     def delete(self, key: str, offset: int) -> None:
         self.data[key] = Stamped(None, offset)
+
+    async def read(self, keys: Collection[str]) -> dict[str, Stamped]:
+        return {k: found for k in keys if (found := self.data.get(k)) is not None}
+
+    def write(self, values: Mapping[str, tuple[Any, int]]) -> None:
+        self.data.update((key, Stamped(*pair)) for key, pair in values.items())
 
     async def scan(self, low: str, high: str) -> list[tuple[str, Stamped]]:
         return [

@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, cast, runtime_checkable
 
 from tidemark.config.state import Stamped, State
+from tidemark.operators.aggregate import KeyedAggregate
 from tidemark.operators.events import Event, OnError, RecordError, keyed
 from tidemark.operators.join import Join, TableFeed
 
@@ -81,6 +82,13 @@ class Pipeline:
                 total += dropped
                 setattr(op, counter, 0)
         return total
+
+    @property
+    def direct(self) -> KeyedAggregate | None:
+        """The one step, if it is a keyed aggregate without window or ttl: batches then
+        take the direct path (`BatchProcessor`), folded without an `Event` per record."""
+        only = self.operators[0] if len(self.operators) == 1 else None
+        return only if type(only) is KeyedAggregate else None
 
     @property
     def stateful_ids(self) -> list[str]:

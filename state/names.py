@@ -20,6 +20,11 @@ def state_id(op: str, partition: int, key: str) -> str:
     return f"{op}:{partition}:{key}"
 
 
+def state_prefix(op: str, partition: int) -> str:
+    """What every `state_id` of `op` in `partition` starts with: a batch computes it once."""
+    return f"{op}:{partition}:"
+
+
 def checkpoint_id(topology: str, topic: str, partition: int) -> str:
     """One checkpoint document per (topology, topic, partition)."""
     return f"{topology}:{topic}:{partition}"

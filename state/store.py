@@ -9,8 +9,8 @@ changed it; at a checkpoint `flush` writes each dirty key once (coalesced) with 
 from __future__ import annotations
 
 import datetime as dt
-from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Collection, Iterable
+from collections import OrderedDict
+from collections.abc import Awaitable, Collection, Iterable, Mapping
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
@@ -20,10 +20,11 @@ from tidemark.config.state import TIMER_PREFIX, NotPrefetched, Stamped
 from tidemark.state.chunks import Record
 from tidemark.state.clocks import CLOCK_KEY, StreamClock
 from tidemark.state.errors import Fenced, StateError
-from tidemark.state.names import state_id
+from tidemark.state.names import state_id, state_prefix
 from tidemark.state.retry import DUPLICATE_KEY, with_retry
 
 _ABSENT = Stamped(None, -1)  # cached "no document": a key never written
+_stamp = tuple.__new__
 
 
 class PartitionStore:
@@ -71,16 +72,41 @@ class PartitionStore:
     async def prefetch(self, op: str, keys: Collection[str]) -> None:
         """Load the keys not in memory with one query."""
         self._trim()
+        sids = {state_id(op, self.partition, k) for k in keys}
         missing = {
             sid
-            for k in keys
-            if (sid := state_id(op, self.partition, k)) not in self._cache
-            and sid not in self._dirty
-            and sid not in self._flushing
+            for sid in sids
+            if sid not in self._cache and sid not in self._dirty and sid not in self._flushing
         }
-        self._hits += len(keys) - len(missing)
+        await self._fetch(missing, len(sids))
+
+    async def read(self, op: str, keys: Collection[str]) -> dict[str, Stamped]:
+        """The stamped values of those of `keys` that were written (one query for the ones
+        not in memory), each looked up once: this runs per key of every batch."""
+        self._trim()
+        prefix, cache = state_prefix(op, self.partition), self._cache
+        out: dict[str, Stamped] = {}
+        missing: dict[str, str] = {}  # sid: key
+        for key in keys:
+            sid = prefix + key
+            found = cache.get(sid)
+            if found is None:
+                pending = self._dirty.get(sid) or self._flushing.get(sid)
+                if pending is None:
+                    missing[sid] = key
+                    continue
+                found = cache[sid] = pending[2]
+            if found is not _ABSENT:
+                out[key] = found
+        for sid, stamped in (await self._fetch(missing.keys(), len(keys))).items():
+            out[missing[sid]] = stamped
+        return out
+
+    async def _fetch(self, missing: Collection[str], asked: int) -> dict[str, Stamped]:
+        """Read `missing` (of `asked` keys) into the cache; those MongoDB holds."""
+        self._hits += asked - len(missing)
         if not missing:
-            return
+            return {}
         ids = list(missing)
         self._misses += len(ids)
         docs = await with_retry(
@@ -88,16 +114,31 @@ class PartitionStore:
                 None
             )
         )
+        found: dict[str, Stamped] = {}
         for doc in docs:
             if doc.get("ep", 0) < self._floor:
                 continue  # a zombie wrote it after a restore: absent; our flush overwrites it
-            self._cache[doc["_id"]] = Stamped(doc.get("v"), doc.get("off", -1))
-            missing.discard(doc["_id"])
-        for i in missing:
-            self._cache[i] = _ABSENT
+            found[doc["_id"]] = Stamped(doc.get("v"), doc.get("off", -1))
+        for sid in ids:
+            self._cache[sid] = found.get(sid, _ABSENT)
+        return found
+
+    def write(self, op: str, values: Mapping[str, tuple[Any, int]]) -> None:
+        """Set each key to its (value, offset): `put` for a whole batch."""
+        prefix, cache, dirty = state_prefix(op, self.partition), self._cache, self._dirty
+        for key, pair in values.items():
+            sid = prefix + key
+            # A `Stamped` without its Python-level `__new__`: the same tuple, for less.
+            cache[sid] = stamped = _stamp(Stamped, pair)
+            cache.move_to_end(sid)
+            dirty[sid] = (op, key, stamped)
 
     def get(self, op: str, key: str) -> Stamped | None:
-        sid = state_id(op, self.partition, key)
+        found = self._found(state_id(op, self.partition, key))
+        return None if found is _ABSENT else found
+
+    def _found(self, sid: str) -> Stamped:
+        """A prefetched key's entry, now the most recently used; `_ABSENT` if never written."""
         found = self._cache.get(sid)
         if found is None:
             dirty = self._dirty.get(sid) or self._flushing.get(sid)
@@ -107,7 +148,7 @@ class PartitionStore:
             self._cache[sid] = found
         else:
             self._cache.move_to_end(sid)
-        return None if found is _ABSENT else found
+        return found
 
     def put(self, op: str, key: str, value: Any, offset: int) -> None:
         sid = state_id(op, self.partition, key)
@@ -188,28 +229,29 @@ class PartitionStore:
         # before the next: a crash in the middle of a flush may leave a timer without what
         # it acts on (its operator drops it when it fires), never a window, session or
         # expiring value without its timer (which would then live forever).
-        ordered = sorted(self._flushing.items(), key=lambda item: _timer_order(*item[1]))
-        groups = Counter(_timer_order(*entry) for _, entry in ordered)
-        statements = [
-            {
-                "q": {"_id": sid, "ep": {"$lte": epoch}},
-                "u": {
-                    "$set": {
-                        "op": op,
-                        "k": key,
-                        "p": self.partition,
-                        "v": stamped.value,
-                        "off": stamped.offset,
-                        "ep": epoch,
-                        "ts": now,
-                        "del": stamped.value is None,
-                    }
-                },
-                "upsert": True,
-            }
-            for sid, (op, key, stamped) in ordered
-        ]
-        return self._write(statements, epoch, [groups[order] for order in range(3)])
+        groups: tuple[list[Any], ...] = ([], [], [])  # timers being set, the rest, timers deleted
+        older = {"$lte": epoch}  # one object for every statement: BSON writes it out each time
+        for sid, (op, key, stamped) in self._flushing.items():
+            timer = key.startswith(TIMER_PREFIX)
+            groups[1 if not timer else 0 if stamped.value is not None else 2].append(
+                {
+                    "q": {"_id": sid, "ep": older},
+                    "u": {
+                        # Fixed by the id: written once, so each flush sends less.
+                        "$setOnInsert": {"op": op, "k": key, "p": self.partition},
+                        "$set": {
+                            "v": stamped.value,
+                            "off": stamped.offset,
+                            "ep": epoch,
+                            "ts": now,
+                            "del": stamped.value is None,
+                        },
+                    },
+                    "upsert": True,
+                }
+            )
+        statements = [*groups[0], *groups[1], *groups[2]]
+        return self._write(statements, epoch, [len(group) for group in groups])
 
     async def _write(
         self, statements: list[dict[str, Any]], epoch: int, sizes: list[int]
@@ -300,13 +342,6 @@ def _clock_key(name: str) -> str:
     return f"{CLOCK_KEY}:{name}" if name else CLOCK_KEY
 
 
-def _timer_order(op: str, key: str, stamped: Stamped) -> int:
-    """0: a timer being set, 1: anything else, 2: a timer being deleted."""
-    if not key.startswith(TIMER_PREFIX):
-        return 1
-    return 0 if stamped.value is not None else 2
-
-
 class OperatorState:
     """`State` protocol for one operator, over its partition's store."""
 
@@ -322,6 +357,12 @@ class OperatorState:
 
     def put(self, key: str, value: Any, offset: int) -> None:
         self._store.put(self._op, key, value, offset)
+
+    async def read(self, keys: Collection[str]) -> dict[str, Stamped]:
+        return await self._store.read(self._op, keys)
+
+    def write(self, values: Mapping[str, tuple[Any, int]]) -> None:
+        self._store.write(self._op, values)
 
     def delete(self, key: str, offset: int) -> None:
         self._store.put(self._op, key, None, offset)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from typing import Any
 
 import orjson
 import structlog
@@ -22,6 +22,8 @@ from tidemark.config.state import NotPrefetched
 from tidemark.config.throttle import Throttle
 from tidemark.features.validation import FeatureViolation, Gate
 from tidemark.operators import Event, RecordError
+from tidemark.operators.aggregate import Folded
+from tidemark.operators.events import OnError
 from tidemark.operators.pipeline import Pipeline
 from tidemark.processor.kafka.tables import Tables
 from tidemark.processor.kafka.transaction import Transaction
@@ -33,26 +35,17 @@ from tidemark.processor.runtime.decoding import Decoder
 log = structlog.get_logger("tidemark.worker")
 
 
-@dataclass(slots=True)
-class Raw:
-    """The parts of a consumed message the runtime uses."""
-
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    timestamp: int
-
-
-def by_partition(messages: list[Message], end: int | None = None) -> dict[int, list[Raw]]:
-    """Consumed messages as batches per partition (offsets below `end` only, if given)."""
-    batches: dict[int, list[Raw]] = defaultdict(list)
+def by_partition(messages: list[Message], end: int | None = None) -> dict[int, list[Message]]:
+    """Consumed messages as batches per partition (offsets below `end` only, if given);
+    every message kept has a partition and an offset."""
+    batches: dict[int, list[Message]] = defaultdict(list)
     for m in messages:
         number, offset = m.partition(), m.offset()
         if m.error() is not None or number is None or offset is None:
             log.warning("consume_error", error=str(m.error()))
             continue
         if end is None or offset < end:
-            batches[number].append(Raw(offset, m.key(), m.value(), m.timestamp()[1]))
+            batches[number].append(m)
     return batches
 
 
@@ -76,57 +69,45 @@ class BatchProcessor:
         self._tables = Tables(topology) if pipeline.tables else None
         group = topology.feature_group
         self._gate = Gate(group) if group is not None else None
+        self._direct = pipeline.direct if self._decoder.json and not self._tables else None
 
     def close(self) -> None:
         """Let go of the table reader, if joins have one."""
         if self._tables is not None:
             self._tables.close()
 
-    async def run(self, part: Partition, batch: list[Raw]) -> None:
+    async def run(self, part: Partition, batch: list[Message]) -> None:
         """Process one partition's batch; the partition fails past the failure limit."""
         started = time.perf_counter()
         failures: dict[int, RecordError] = {}
-        events: list[Event] = []
-        for r in batch:
-            try:
-                events.append(self._decoder.decode(r.key, r.value, r.offset, r.timestamp))
-            except RecordError as exc:
-                failures[r.offset] = exc
 
         def on_error(event: Event, exc: RecordError) -> None:
             failures[event.offset] = exc
 
-        feeds = None
-        if self._tables is not None:
-            self._tables.refresh()
-            feeds = self._tables.feeds(self.pipeline.tables, part.number)
         try:
-            outputs = await self.pipeline.process(events, part.states, on_error, feeds)
+            if self._direct is not None:
+                records = self._decoder.folded(batch, self._direct.key_path, failures)
+                folded = await self._direct.fold_batch(
+                    records, part.states[self._direct.id], on_error
+                )
+            else:
+                outputs = await self._outputs(part, batch, failures, on_error)
         except NotPrefetched:
             if part.processing:
                 raise
             return  # dropped while its state was read (memory forgotten): the batch is void
         if not part.processing:
             return  # dropped meanwhile: none of this batch may be produced
-        sink = self.topology.sink_topic
-        gated = self._gate is not None  # once per batch: most topologies have no features
-        emitted = 0
-        for out in outputs:
-            violation = self._feature(part, out) if gated and out.topic is None else None
-            if violation is not None:
-                failures.setdefault(out.offset, violation)
-                continue  # neither materialized nor produced: dead-lettered instead
-            # `route` may name a topic; without one an output goes to the sink, if any.
-            topic = out.topic or sink
-            if topic is not None and out.offset >= part.emit_from:
-                self._emit(part, out, topic)
-                emitted += 1
+        if self._direct is not None:
+            emitted = self._emit_folded(part, folded, failures)
+        else:
+            emitted = self._emit_all(part, outputs, failures)
         if emitted:
             self._metrics.outputs(part.number).inc(emitted)
         if failures:
-            self._dead_letter(part, [r for r in batch if r.offset in failures], failures)
+            self._dead_letter(part, [m for m in batch if m.offset() in failures], failures)
         self._count_failures(part, batch, failures)
-        part.processed(batch[-1].offset + 1)
+        part.processed(batch[-1].offset() + 1)  # type: ignore[operator]  # ints: `by_partition`
         part.records_since_snapshot += len(batch)
         self._metrics.batch_done(part, len(batch), time.perf_counter() - started)
         if dropped := self.pipeline.take_late_dropped():
@@ -136,11 +117,72 @@ class BatchProcessor:
         if skipped := self.pipeline.take_table_errors():
             log.warning("table_records_skipped", partition=part.number, records=skipped)
 
-    def _feature(self, part: Partition, out: Event) -> RecordError | None:
+    async def _outputs(
+        self,
+        part: Partition,
+        batch: list[Message],
+        failures: dict[int, RecordError],
+        on_error: OnError,
+    ) -> list[Event]:
+        events: list[Event] = []
+        for m in batch:
+            offset: int = m.offset()  # type: ignore[assignment]  # ints: `by_partition`
+            try:
+                events.append(self._decoder.decode(m.key(), m.value(), offset, m.timestamp()[1]))
+            except RecordError as exc:
+                failures[offset] = exc
+        feeds = None
+        if self._tables is not None:
+            self._tables.refresh()
+            feeds = self._tables.feeds(self.pipeline.tables, part.number)
+        return await self.pipeline.process(events, part.states, on_error, feeds)
+
+    def _emit_all(
+        self, part: Partition, outputs: list[Event], failures: dict[int, RecordError]
+    ) -> int:
+        sink = self.topology.sink_topic
+        gated = self._gate is not None  # once per batch: most topologies have no features
+        emitted = 0
+        for out in outputs:
+            if gated and out.topic is None:
+                violation = self._feature(part, out.key, out.value, out.offset, out.timestamp)
+                if violation is not None:
+                    failures.setdefault(out.offset, violation)
+                    continue  # neither materialized nor produced: dead-lettered instead
+            # `route` may name a topic; without one an output goes to the sink, if any.
+            topic = out.topic or sink
+            if topic is not None and out.offset >= part.emit_from:
+                self._emit(part, out, topic)
+                emitted += 1
+        return emitted
+
+    def _emit_folded(
+        self, part: Partition, outputs: list[Folded], failures: dict[int, RecordError]
+    ) -> int:
+        """`_emit_all` for the direct path's outputs, which all go to the sink."""
+        sink, emit_from, dumps = self.topology.sink_topic, part.emit_from, orjson.dumps
+        produced: list[tuple[bytes, bytes, int]] = []
+        for key, value, offset, timestamp in outputs:
+            if self._gate is not None:
+                violation = self._feature(part, key, value, offset, timestamp)
+                if violation is not None:
+                    failures.setdefault(offset, violation)
+                    continue
+            if offset >= emit_from:
+                produced.append((key.encode(), dumps(value), timestamp))
+        if sink is None or not produced:
+            return 0
+        partition = part.number if self._sink_partitioned else None
+        self._tx.produce_all(sink, produced, partition)
+        return len(produced)
+
+    def _feature(
+        self, part: Partition, key: str | None, value: Any, offset: int, timestamp: int
+    ) -> RecordError | None:
         """Buffer the output's feature row; the rule it breaks instead, if any."""
         assert self._gate is not None
         try:
-            row = self._gate.row(out.value, out.key, out.timestamp, part.number, out.offset)
+            row = self._gate.row(value, key, timestamp, part.number, offset)
         except FeatureViolation as exc:
             return RecordError(str(exc), f"feature_{exc.rule}")
         part.features.add(row)
@@ -153,14 +195,15 @@ class BatchProcessor:
         self._tx.produce(topic, key, value, partition, timestamp=out.timestamp)
 
     def _dead_letter(
-        self, part: Partition, failed: list[Raw], errors: dict[int, RecordError]
+        self, part: Partition, failed: list[Message], errors: dict[int, RecordError]
     ) -> None:
         topic = self.topology.source.topic
-        for r in failed:
-            if r.offset < part.emit_from:
+        for m in failed:
+            offset: int = m.offset()  # type: ignore[assignment]  # ints: `by_partition`
+            if offset < part.emit_from:
                 continue  # dead-lettered before the crash, in a committed transaction
-            error = errors[r.offset]
-            letter = dead_letter(r.key, r.value, topic, part.number, r.offset, error)
+            error = errors[offset]
+            letter = dead_letter(m.key(), m.value(), topic, part.number, offset, error)
             self._tx.produce(
                 self.topology.dead_letter_topic, letter.key, letter.value, headers=letter.headers
             )
@@ -171,17 +214,19 @@ class BatchProcessor:
                 log.warning(
                     "dead_letter",
                     partition=part.number,
-                    offset=r.offset,
+                    offset=offset,
                     error=type(error).__name__,
                     reason=str(error)[:300],
                     held_back=held,
                 )
 
     def _count_failures(
-        self, part: Partition, batch: list[Raw], failures: dict[int, RecordError]
+        self, part: Partition, batch: list[Message], failures: dict[int, RecordError]
     ) -> None:
-        for r in batch:
-            exc = failures.get(r.offset)
+        if not failures:
+            part.consecutive_failures = 0  # what each record would do: no need to go through them
+        for m in batch if failures else ():
+            exc = failures.get(m.offset())  # type: ignore[arg-type]  # ints: `by_partition`
             if exc is None or exc.reason == "late":  # late is not poison: the stream is fine
                 part.consecutive_failures = 0
                 continue

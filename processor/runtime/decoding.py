@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from confluent_kafka import Message
 
 from tidemark.config.model import Source, field_path
 from tidemark.operators import Event, RecordError
+from tidemark.operators.aggregate import Folded
 from tidemark.operators.events import event_time, key_string
 
 MAX_DEPTH = 200
@@ -30,34 +32,69 @@ class Decoder:
     """Decodes messages of one source as its topology says."""
 
     def __init__(self, source: Source) -> None:
-        self._json = source.format == "json"
+        self.json = source.format == "json"
         self._key = field_path(source.key) if source.key else None
         self._max = source.max_record_bytes
         self._time = field_path(source.time) if source.time else None
 
     def decode(self, key: bytes | None, value: bytes | None, offset: int, ts: int) -> Event:
+        body = self._body(value)
+        if self._time is not None:
+            ts = event_time(body, self._time)
+        if self._key is not None:
+            return Event(key_string(body, self._key), body, offset, ts)
+        return Event(key.decode("utf-8", "replace") if key else None, body, offset, ts)
+
+    def folded(
+        self, messages: list[Message], key: tuple[str, ...], failures: dict[int, RecordError]
+    ) -> list[Folded]:
+        """The records of a batch for the direct path (`KeyedAggregate.fold_batch`): group
+        key (the field at `key`), value, offset and event time; the checks of `decode` and
+        the aggregate's `key_of`, in that order. `failures` gets the others, by offset."""
+        out: list[Folded] = []
+        append, body_of, time, loads = out.append, self._body, self._time, orjson.loads
+        field = key[0] if len(key) == 1 else None
+        short = min(self._max, 2 * MAX_DEPTH)  # a record this short cannot nest too deep
+        for m in messages:
+            offset: int = m.offset()  # type: ignore[assignment]  # `by_partition` kept ints
+            value = m.value()
+            try:
+                try:  # `_body` inline for a short record; any other one goes through it
+                    if not (value and len(value) <= short and type(body := loads(value)) is dict):
+                        body = body_of(value)
+                except orjson.JSONDecodeError:
+                    body = body_of(value)  # raises the record's error
+                ts = event_time(body, time) if time is not None else m.timestamp()[1]
+                group = body.get(field) if field is not None else None
+                if type(group) is not str or not group:
+                    group = key_string(body, key)  # an integer key, or the record's error
+                append((group, body, offset, ts))
+            except RecordError as exc:
+                failures[offset] = exc
+        return out
+
+    def _body(self, value: bytes | None) -> Any:
         if not value:
             raise RecordError("empty value", "empty")
         if len(value) > self._max:
             raise RecordError(
                 f"record of {len(value)} bytes exceeds max_record_bytes={self._max}", "too_large"
             )
-        body: Any = value
-        if self._json:
-            try:
-                body = orjson.loads(value)
-            except orjson.JSONDecodeError as exc:
-                raise RecordError(f"malformed JSON: {exc}", "malformed_json") from exc
-            if value.count(b"{") + value.count(b"[") > MAX_DEPTH and _depth(body) > MAX_DEPTH:
-                # orjson reads 1024 levels but writes 255: a record it could not write back
-                # as an output would stop the worker, so it is refused here instead.
-                raise RecordError(f"value nested deeper than {MAX_DEPTH} levels", "too_deep")
-            if not isinstance(body, dict):
-                raise RecordError(
-                    f"value must be a JSON object, got {type(body).__name__}", "not_an_object"
-                )
-        if self._time is not None:
-            ts = event_time(body, self._time)
-        if self._key is not None:
-            return Event(key_string(body, self._key), body, offset, ts)
-        return Event(key.decode("utf-8", "replace") if key else None, body, offset, ts)
+        if not self.json:
+            return value
+        try:
+            body = orjson.loads(value)
+        except orjson.JSONDecodeError as exc:
+            raise RecordError(f"malformed JSON: {exc}", "malformed_json") from exc
+        # Nesting deeper than MAX_DEPTH takes that many brackets opened and closed: most
+        # records are too short to hold them, which spares them counting.
+        deep = len(value) > 2 * MAX_DEPTH and value.count(b"{") + value.count(b"[") > MAX_DEPTH
+        if deep and _depth(body) > MAX_DEPTH:
+            # orjson reads 1024 levels but writes 255: a record it could not write back
+            # as an output would stop the worker, so it is refused here instead.
+            raise RecordError(f"value nested deeper than {MAX_DEPTH} levels", "too_deep")
+        if type(body) is not dict:
+            raise RecordError(
+                f"value must be a JSON object, got {type(body).__name__}", "not_an_object"
+            )
+        return body

@@ -21,7 +21,7 @@ from tests.pipelines import (
 )
 from tests.support import Services, TopicFactory
 from tidemark.config import load_topology
-from tidemark.processor.runtime.batch import BatchProcessor
+from tidemark.processor.kafka.transaction import Transaction
 from tidemark.processor.runtime.worker import Worker
 
 pytestmark = pytest.mark.integration
@@ -47,23 +47,24 @@ async def test_a_bug_mid_batch_stops_the_worker_and_a_restart_loses_nothing(
     topology = load_topology(path)
     truth = Truth()
     produce_clicks(services, source, truth, USERS, 300, seed=1)
-    emit = BatchProcessor._emit
+    produce_all = Transaction.produce_all
     emitted = 0
 
-    def buggy(self: BatchProcessor, *args: Any) -> None:
+    def buggy(self: Transaction, topic: str, records: list[Any], partition: int | None) -> None:
         nonlocal emitted
-        emitted += 1
-        if emitted == 400:  # in a later batch, whose state is applied by now
+        if emitted < 400 <= emitted + len(records):  # a later batch, its state applied by now
+            produce_all(self, topic, records[: 400 - emitted], partition)
             raise Bug("a defect of ours")
-        emit(self, *args)
+        emitted += len(records)
+        produce_all(self, topic, records, partition)
 
-    monkeypatch.setattr(BatchProcessor, "_emit", buggy)
+    monkeypatch.setattr(Transaction, "produce_all", buggy)
     task = asyncio.create_task(Worker(topology, owner="buggy").run())
     await asyncio.to_thread(read_topic, services, sink, 1, 300)  # committed: C is at 300
     await asyncio.to_thread(produce_clicks, services, source, truth, USERS, 300, 2)
     with pytest.raises(Bug):
         await asyncio.wait_for(task, 60)
-    monkeypatch.setattr(BatchProcessor, "_emit", emit)
+    monkeypatch.setattr(Transaction, "produce_all", produce_all)
 
     produce_clicks(services, source, truth, USERS, 300, seed=3)
     fixed = Worker(topology, owner="fixed")

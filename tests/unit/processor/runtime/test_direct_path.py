@@ -1,0 +1,156 @@
+"""The direct path (`Decoder.folded` + `KeyedAggregate.fold_batch`) gives what the general
+one (`Decoder.decode` + `Pipeline.process`) gives: outputs, rejections with their reasons
+and messages, and state, for any records, aggregations and state left by a crash."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import orjson
+import yaml
+from confluent_kafka import Message
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from tidemark.config.loader import parse_topology
+from tidemark.config.model import Aggregate, Topology
+from tidemark.operators import Event, InMemoryState, RecordError, Stamped, build_pipeline
+from tidemark.operators.aggregate import KeyedAggregate
+from tidemark.processor.runtime.decoding import Decoder
+
+FIELDS = ["x", "y"]
+FUNCTIONS = ["count", "sum", "min", "max", "avg", "first", "last", "collect", "distinct_count"]
+
+
+def topology(compute: dict[str, Any], source_key: str | None, **extra: Any) -> Topology:
+    spec = {
+        "name": "direct",
+        "kafka": {"bootstrap_servers": "localhost:9092"},
+        "mongo": {"uri": "mongodb://localhost", "database": "d"},
+        "source": {"topic": "in", **({"key": source_key} if source_key else {})},
+        "pipeline": [{"aggregate": {"id": "agg", "key": "user", "compute": compute, **extra}}],
+        "sink": {"topic": "out"},
+    }
+    return parse_topology(yaml.safe_dump(spec))
+
+
+_number = st.one_of(
+    st.sampled_from([2**63 - 1, -(2**63), 2**62, 1, -1, 0.5, -1e308, 1e308]),
+    st.integers(-(2**63), 2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+_other = st.one_of(st.booleans(), st.none(), st.text(max_size=3), st.just({"a": 1}))
+_field = st.one_of(_number, _number, _number, _other)
+_key = st.one_of(st.sampled_from(["u1", "u2", "u3"]), st.sampled_from([7, "", None, True, 1.5]))
+_record = st.one_of(
+    st.fixed_dictionaries({"user": _key}, optional=dict.fromkeys(FIELDS, _field)).map(orjson.dumps),
+    st.fixed_dictionaries({}, optional=dict.fromkeys(FIELDS, _field)).map(orjson.dumps),
+    st.sampled_from([b"", b"[1]", b"{", b'"s"', b'{"user": "u1", "x": 1}' * 2]),
+)
+_compute = st.dictionaries(
+    st.sampled_from(["a", "b", "c", "d"]),
+    st.tuples(st.sampled_from(FUNCTIONS), st.sampled_from([*FIELDS, "x.z"])),
+    min_size=1,
+    max_size=4,
+).map(lambda d: {name: "count" if f == "count" else {f: path} for name, (f, path) in d.items()})
+# What a crash left: a stamp per key at some offset (the direct path must skip the same).
+_stored = st.dictionaries(st.sampled_from(["u1", "u2", "7"]), st.integers(-1, 40), max_size=3)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    compute=_compute,
+    source_key=st.sampled_from([None, "user"]),
+    records=st.lists(_record, max_size=40),
+    stored=_stored,
+    batch=st.integers(1, 16),
+)
+def test_the_direct_path_is_the_general_path(
+    compute: dict[str, Any],
+    source_key: str | None,
+    records: list[bytes],
+    stored: dict[str, int],
+    batch: int,
+) -> None:
+    t = topology(compute, source_key)
+    general, direct = build_pipeline(t), build_pipeline(t)
+    op = direct.direct
+    assert op is not None
+    decoder = Decoder(t.source)
+    states = [InMemoryState(), InMemoryState()]
+    for state in states:  # a plausible accumulator, as a crash would have left it
+        state.data = {k: Stamped(None, off) for k, off in stored.items()}
+    seen: list[list[tuple[Any, ...]]] = [[], []]
+
+    def rejected(side: int) -> Any:
+        def on_error(event: Event, exc: RecordError) -> None:
+            seen[side].append(("rejected", event.offset, exc.reason, str(exc)))
+
+        return on_error
+
+    for start in range(0, len(records), batch):
+        chunk = list(enumerate(records[start : start + batch], start))
+        events = []
+        for offset, value in chunk:
+            try:
+                events.append(decoder.decode(b"kafka-key", value, offset, 1000 + offset))
+            except RecordError as exc:
+                seen[0].append(("rejected", offset, exc.reason, str(exc)))
+        outs = asyncio.run(general.process(events, {"agg": states[0]}, rejected(0)))
+        seen[0].extend(("out", o.key, o.value, o.offset, o.timestamp) for o in outs)
+
+        messages = [Message(offset=o, value=v, timestamp=(1, 1000 + o)) for o, v in chunk]
+        failures: dict[int, RecordError] = {}
+        folded = decoder.folded(messages, op.key_path, failures)
+        seen[1].extend(("rejected", o, e.reason, str(e)) for o, e in failures.items())
+        outs2 = asyncio.run(op.fold_batch(folded, states[1], rejected(1)))
+        seen[1].extend(("out", *o) for o in outs2)
+
+    assert sorted(seen[1], key=_order) == sorted(seen[0], key=_order)
+    assert states[1].data == states[0].data
+
+
+def _order(item: tuple[Any, ...]) -> tuple[int, str]:
+    offset = item[1] if item[0] == "rejected" else item[3]
+    return offset, item[0]
+
+
+def test_only_a_lone_keyed_aggregate_takes_the_direct_path() -> None:
+    count = {"n": "count"}
+    assert build_pipeline(topology(count, "user")).direct is not None
+    assert build_pipeline(topology(count, None)).direct is not None
+    windowed = topology(count, "user", window={"type": "tumbling", "size": "10s"})
+    assert build_pipeline(windowed).direct is None
+    assert build_pipeline(topology(count, "user", ttl="1h")).direct is None
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
+@example(compute={"t": {"sum": "x"}}, values=[{"x": 2**63 - 1}, {"x": 1}])
+@given(
+    compute=_compute,
+    values=st.lists(st.fixed_dictionaries({}, optional=dict.fromkeys(FIELDS, _field)), max_size=8),
+)
+def test_folded_is_fold_on_a_copy(compute: dict[str, Any], values: list[dict[str, Any]]) -> None:
+    """The inline fold against each aggregation's own `fold`: same accumulators, same
+    errors, and the stored accumulator left as it was."""
+    accumulators = KeyedAggregate(
+        Aggregate.model_validate({"id": "a", "key": "user", "compute": compute})
+    )._acc
+    stored: dict[str, Any] = {}
+    for value in values:
+        expected: Any = dict(stored)
+        try:
+            for aggregation in accumulators.aggregations:
+                aggregation.fold(expected, value)
+        except RecordError as exc:
+            expected = (exc.reason, str(exc))
+        before = dict(stored)
+        try:
+            got: Any = accumulators.folded(stored, value)
+        except RecordError as exc:
+            got = (exc.reason, str(exc))
+        assert got == expected
+        assert stored == before
+        if isinstance(got, dict):
+            stored = got
