@@ -15,12 +15,29 @@ from pathlib import Path
 
 # (stage, functions as py-spy names them), checked innermost frame first.
 STAGES = [
-    ("consume and decode", ("by_partition", "Decoder.decode", "Consumer.consume", "consume")),
+    (
+        "consume and decode",
+        ("by_partition", "Decoder.decode", "Decoder.folded", "Decoder._body", "consume"),
+    ),
     ("key extraction", ("key_of", "key_string", "keyed")),
-    ("state get/put", ("OperatorState.get", "OperatorState.put", "PartitionStore.prefetch")),
-    ("pipeline (aggregate)", ("KeyedAggregate.apply", "Accumulators", "Aggregation.")),
-    ("output encoding", ("BatchProcessor._emit",)),
-    ("produce", ("Transaction.produce",)),
+    (
+        "state get/put",
+        (
+            "OperatorState.get",
+            "OperatorState.put",
+            "OperatorState.read",
+            "OperatorState.write",
+            "PartitionStore.prefetch",
+            "PartitionStore.read",
+            "PartitionStore.write",
+        ),
+    ),
+    (
+        "pipeline (aggregate)",
+        ("KeyedAggregate.apply", "KeyedAggregate.fold_batch", "Accumulators", "Aggregation."),
+    ),
+    ("output encoding", ("BatchProcessor._emit", "BatchProcessor._emit_folded")),
+    ("produce", ("Transaction.produce", "Transaction.produce_all")),
     ("commit", ("Committer.commit", "Committer._commit_kafka", "Transaction.commit")),
     ("state flush", ("_checkpoint_state", "_Cut.take", "PartitionStore.flush", "send_updates")),
     ("pipeline (other)", ("Pipeline.process", "BatchProcessor.run")),

@@ -15,7 +15,6 @@ mode a version is either a full base or a delta manifest: base + the changelog u
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pymongo import ReturnDocument
-from pymongo.asynchronous.cursor import AsyncCursor
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
@@ -40,7 +38,6 @@ Kind = Literal["full", "delta"]
 
 
 _BATCH = 2000  # restored documents per insert
-_READ_BATCH = 2000  # documents per read: small, for short decode stalls of the event loop
 PENDING = {"pending": ""}
 LISTED = {"pending": {"$ne": True}}  # written, but not yet published by its epoch
 Publish = Callable[[int], Awaitable[None]]
@@ -271,14 +268,13 @@ class Snapshots:
         cursor = self._state.find(
             {"p": partition, "del": {"$ne": True}},
             {"op": 1, "k": 1, "v": 1, "off": 1, "ep": 1},
-            batch_size=_READ_BATCH,
+            batch_size=2000,  # smaller batches: shorter decode stalls of the event loop
         )
-        async for docs in read_ahead(cursor, _READ_BATCH):
-            for doc in docs:
-                if doc.get("ep", 0) < floor:
-                    void.append(doc["_id"])
-                else:
-                    yield (doc["op"], doc["k"], doc["v"], doc["off"])
+        async for doc in cursor:
+            if doc.get("ep", 0) < floor:
+                void.append(doc["_id"])
+            else:
+                yield (doc["op"], doc["k"], doc["v"], doc["off"])
 
     async def restore(
         self, manifest: Manifest, epoch: int, progress: Callable[[int], object] | None = None
@@ -422,16 +418,3 @@ class Snapshots:
         oldest_base = min(m.offset for m in found if m.version in keep and m.kind == "full")
         await self.changelog.truncate_before(partition, oldest_base)
         return [m.version for m in gone]
-
-
-async def read_ahead(cursor: AsyncCursor[Any], size: int) -> AsyncIterator[list[Any]]:
-    """The cursor's documents in lists of `size`, each next list asked for before this one
-    is handed out: the server reads it while the caller encodes this one, where a plain
-    `async for` would leave one of the two idle at any time."""
-    pending = asyncio.ensure_future(cursor.to_list(size))
-    try:
-        while docs := await pending:
-            pending = asyncio.ensure_future(cursor.to_list(size))
-            yield docs
-    finally:
-        pending.cancel()
