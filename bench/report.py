@@ -18,9 +18,11 @@ def _load(results: Path, name: str) -> list[dict[str, object]]:
 EOS_QUIX = ("quixstreams", "quixstreams-1s")  # "to Quix": the faster of these
 
 
-def throughput_table(runs: list[dict[str, object]]) -> tuple[list[str], dict[str, float]]:
-    """The throughput table (medians of the runs, CPU per event of each process) and the
-    median events/s per contender."""
+def throughput_table(
+    runs: list[dict[str, object]],
+) -> tuple[list[str], dict[str, float], dict[str, float]]:
+    """The throughput table (medians of the runs, CPU per event of each process), the
+    median events/s and the median CPU µs per event of each contender's own process."""
     names = list(dict.fromkeys(str(r["contender"]) for r in runs))
     by = {n: [r for r in runs if r["contender"] == n] for n in names}
 
@@ -55,7 +57,7 @@ def throughput_table(runs: list[dict[str, object]]) -> tuple[list[str], dict[str
             f"{median(n, 'cpu_s', True):.1f} | {median(n, 'broker_cpu_s', True):.1f} | "
             f"{median(n, 'mongo_cpu_s', True):.1f} | {'yes' if correct else 'NO'} |"
         )
-    return lines, medians
+    return lines, medians, {n: median(n, "cpu_s", True) for n in names}
 
 
 def write_report(results: Path) -> None:
@@ -71,8 +73,9 @@ def write_report(results: Path) -> None:
         "",
     ]
     medians: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     if runs:
-        table, medians = throughput_table(runs)
+        table, medians, cpu = throughput_table(runs)
         lines += table
         if "tidemark-tumbling" in medians:
             lines += [
@@ -148,12 +151,15 @@ def write_report(results: Path) -> None:
                     f"{take / scan:.1f}x | {restore / (delete + insert):.1f}x |"
                 )
         lines.append("")
-    lines += ["## Targets", "", *_targets(medians, recovery, memory)]
+    lines += ["## Targets", "", *_targets(medians, cpu, recovery, memory)]
     (results / "latest.md").write_text("\n".join(lines) + "\n")
 
 
 def _targets(
-    medians: dict[str, float], recovery: list[dict[str, object]], memory: list[dict[str, object]]
+    medians: dict[str, float],
+    cpu: dict[str, float],
+    recovery: list[dict[str, object]],
+    memory: list[dict[str, object]],
 ) -> list[str]:
     out = []
     quix = max((medians[q] for q in EOS_QUIX if q in medians), default=None)
@@ -165,6 +171,12 @@ def _targets(
         )
         out.append(
             f"- Tidemark >= 50% of the ceiling: {c:.0%}, {'holds' if c >= 0.5 else 'does not hold'}"
+        )
+    if {"tidemark", "ceiling"} <= cpu.keys() and cpu["ceiling"]:
+        r = cpu["tidemark"] / cpu["ceiling"]
+        out.append(
+            f"- Worker CPU per event <= 1.5x the ceiling's: {cpu['tidemark']:.1f} vs "
+            f"{cpu['ceiling']:.1f} µs, {r:.2f}x, {'holds' if r <= 1.5 else 'does not hold'}"
         )
     tide = {int(r["keys"]): float(r["seconds"]) for r in recovery if r["contender"] == "tidemark"}  # type: ignore[call-overload, arg-type]
     if tide:

@@ -230,14 +230,14 @@ class PartitionStore:
         # it acts on (its operator drops it when it fires), never a window, session or
         # expiring value without its timer (which would then live forever).
         groups: tuple[list[Any], ...] = ([], [], [])  # timers being set, the rest, timers deleted
-        older = {"$lte": epoch}  # one object for every statement: BSON writes it out each time
+        older = {"$lte": epoch}  # one filter object shared by every statement
         for sid, (op, key, stamped) in self._flushing.items():
             timer = key.startswith(TIMER_PREFIX)
             groups[1 if not timer else 0 if stamped.value is not None else 2].append(
                 {
                     "q": {"_id": sid, "ep": older},
                     "u": {
-                        # Fixed by the id: written once, so each flush sends less.
+                        # Fixed by the id: set once, when the document is made.
                         "$setOnInsert": {"op": op, "k": key, "p": self.partition},
                         "$set": {
                             "v": stamped.value,

@@ -84,7 +84,7 @@ class BatchProcessor:
         def on_error(event: Event, exc: RecordError) -> None:
             failures[event.offset] = exc
 
-        try:
+        try:  # the direct path of a lone aggregate (docs/ARCHITECTURE.md), or the general one
             if self._direct is not None:
                 records = self._decoder.folded(batch, self._direct.key_path, failures)
                 folded = await self._direct.fold_batch(
