@@ -9,10 +9,13 @@ committed offsets never settle and no member can recover (`consumer.committed` t
 
 Only the producer that wrote them can end them: a marker closes every open record of its
 producer id in a partition. This process's transactional id (and so its producer id) lives
-as long as it does, and it knows the offsets of its last commit, which the broker did take.
-Committing them again, no lower than what the group already settled, writes the marker
-that settles the offsets; the outputs are sealed by the next commit that writes to their
-partition (the sink partitions of a running topology get records every batch).
+as long as it does, and it knows the offsets of its last commit: the last one the broker
+acknowledged, or a later one whose call failed without saying whether the broker took it
+(a commit timed out as the broker went down). Committing them again, no lower than
+what the group already settled, writes the marker that settles the offsets; the outputs are
+sealed by the next commit that writes to their partition (the sink partitions of a running
+topology get records every batch). Resealing the older offsets instead would settle the
+group behind outputs that the same markers make visible: they would be produced twice.
 
 It is safe only once no transaction can still be open legitimately: the caller waits for
 offsets to settle for longer than the broker needs to abort any open transaction.

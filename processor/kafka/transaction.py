@@ -184,8 +184,17 @@ class Transaction:
     async def commit(self) -> bool:
         """Commit the transaction and begin the next; False if it must be aborted instead."""
         commit = self._producer.commit_transaction
-        if not await self._abortable("commit", commit, self._timeout):
-            return False
+        try:
+            if not await self._abortable("commit", commit, self._timeout):
+                return False
+        except KafkaFailure:
+            # The broker may have taken this commit before the failure (a timeout says
+            # nothing either way). If it did and its markers go missing, these offsets are
+            # the ones that settle it (`hanging.py`); if it did not, nothing is left pending
+            # and no reseal uses them.
+            if self._offered:
+                self.last_offsets = self._offered
+            raise
         if self._offered:
             self.last_offsets = self._offered
         self._begin()
