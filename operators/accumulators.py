@@ -208,7 +208,7 @@ class Accumulators:
             if a.function != "count"
         ]
         # The result of these is the accumulator itself (`result` reads each entry as is).
-        self.plain = all(a.function in ("count", *_INLINE) for a in self.aggregations)
+        self._plain = all(a.function in ("count", *_INLINE) for a in self.aggregations)
 
     def fold(self, acc: Accumulator, value: Any) -> None:
         for a in self.aggregations:
@@ -250,6 +250,6 @@ class Accumulators:
             a.merge(into, other)
 
     def result(self, acc: Accumulator) -> dict[str, Any]:
-        if self.plain and len(acc) == len(self.aggregations):
+        if self._plain and len(acc) == len(self.aggregations):
             return acc  # read as is: no copy (accumulators are never changed in place)
         return {a.name: a.result(acc) for a in self.aggregations}

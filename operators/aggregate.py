@@ -58,7 +58,6 @@ class KeyedAggregate:
         latest: dict[str, tuple[Any, int]] = dict(await state.read({r[0] for r in records}))
         written: dict[str, tuple[Any, int]] = {}
         folded, result = self._acc.folded, self._acc.result
-        as_is, width = self._acc.plain, len(self._acc.aggregations)  # `result`, inline
         out: list[Folded] = []
         for key, value, offset, timestamp in records:
             current = latest.get(key)
@@ -70,8 +69,6 @@ class KeyedAggregate:
                 on_error(Event(key, value, offset, timestamp), exc)
                 continue
             latest[key] = written[key] = (acc, offset)
-            out.append(
-                (key, acc if as_is and len(acc) == width else result(acc), offset, timestamp)
-            )
+            out.append((key, result(acc), offset, timestamp))
         state.write(written)
         return out

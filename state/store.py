@@ -91,11 +91,11 @@ class PartitionStore:
             sid = prefix + key
             found = cache.get(sid)
             if found is None:
-                pending = self._dirty.get(sid) or self._flushing.get(sid)
-                if pending is None:
+                found = self._in_flight(sid)
+                if found is None:
                     missing[sid] = key
                     continue
-                found = cache[sid] = pending[2]
+                cache[sid] = found
             if found is not _ABSENT:
                 out[key] = found
         for sid, stamped in (await self._fetch(missing.keys(), len(keys))).items():
@@ -134,21 +134,21 @@ class PartitionStore:
             dirty[sid] = (op, key, stamped)
 
     def get(self, op: str, key: str) -> Stamped | None:
-        found = self._found(state_id(op, self.partition, key))
-        return None if found is _ABSENT else found
-
-    def _found(self, sid: str) -> Stamped:
-        """A prefetched key's entry, now the most recently used; `_ABSENT` if never written."""
+        sid = state_id(op, self.partition, key)
         found = self._cache.get(sid)
         if found is None:
-            dirty = self._dirty.get(sid) or self._flushing.get(sid)
-            if dirty is None:
+            found = self._in_flight(sid)
+            if found is None:
                 raise NotPrefetched(f"{sid} was read before it was prefetched")
-            found = dirty[2]
             self._cache[sid] = found
         else:
             self._cache.move_to_end(sid)
-        return found
+        return None if found is _ABSENT else found
+
+    def _in_flight(self, sid: str) -> Stamped | None:
+        """A key evicted from the cache while dirty or being flushed: memory still has it."""
+        pending = self._dirty.get(sid) or self._flushing.get(sid)
+        return None if pending is None else pending[2]
 
     def put(self, op: str, key: str, value: Any, offset: int) -> None:
         sid = state_id(op, self.partition, key)

@@ -168,7 +168,7 @@ class BatchProcessor:
                 if violation is not None:
                     failures.setdefault(offset, violation)
                     continue
-            if offset >= emit_from:
+            if sink is not None and offset >= emit_from:  # a features-only sink: no encoding
                 produced.append((key.encode(), dumps(value), timestamp))
         if sink is None or not produced:
             return 0
