@@ -1,8 +1,9 @@
 """Where a worker's CPU goes, by stage of an event, from a py-spy profile.
 
-    py-spy record -p WORKER_PID -d 10 -r 250 -f raw -o profile.txt
+    py-spy record --gil -p WORKER_PID -d 10 -r 250 -f raw -o profile.txt
     python -m bench.breakdown profile.txt
 
+`--gil` samples only the thread that holds the GIL, so the shares follow CPU, not waits.
 Each sample is charged to the first stage, innermost frame first, whose function appears in
 its stack; the rest of the event loop and the client threads are "other".
 """
