@@ -1,24 +1,31 @@
-"""Sealing a commit of ours that the broker completed without writing its markers.
+"""Records of ours the broker left open: transactions it ended without writing markers.
 
 Kafka's transaction coordinator skips the markers of a partition that has no leader, taking
 it for deleted (KAFKA-5202). A one-broker cluster's controlled shutdown leaves every
-partition leaderless while the coordinator still answers, so a commit in that window is
-acknowledged, recorded as complete, and its markers are never written: its outputs stay
-invisible to `read_committed` readers and its consumer offsets stay pending, so the group's
-committed offsets never settle and no member can recover (`consumer.committed` times out).
+partition leaderless while the coordinator still answers, so a transaction ended in that
+window is recorded as complete, committed or aborted, and its records stay open: invisible
+to `read_committed` readers, its consumer offsets pending, and the partitions' last stable
+offset stuck behind them.
 
-Only the producer that wrote them can end them: a marker closes every open record of its
-producer id in a partition. This process's transactional id (and so its producer id) lives
-as long as it does, and it knows the offsets of its last commit: the last one the broker
-acknowledged, or a later one whose call failed without saying whether the broker took it
-(a commit timed out as the broker went down). Committing them again, no lower than
-what the group already settled, writes the marker that settles the offsets; the outputs are
-sealed by the next commit that writes to their partition (the sink partitions of a running
-topology get records every batch). Resealing the older offsets instead would settle the
-group behind outputs that the same markers make visible: they would be produced twice.
+Only the producer that wrote them can end them: the next marker of its producer id in a
+partition ends every open record of that id there, with the marker's outcome. Two cases:
 
-It is safe only once no transaction can still be open legitimately: the caller waits for
-offsets to settle for longer than the broker needs to abort any open transaction.
+- An aborted transaction, or one whose commit failed without saying whether the broker
+  took it. Left alone, its open records would be committed by our next commit to their
+  partition: outputs of records that are processed again, so produced twice. The producer
+  seals them first (`Transaction._seal`): a transaction that writes one `SEAL_HEADERS`
+  record to every output partition and offers consumer offsets to the group, then aborts.
+  Where the ended transaction's markers were written, the seal's abort changes nothing;
+  where they went missing, it aborts its outputs and its pending offsets together, and the
+  group resumes from the last commit that was acknowledged.
+- A commit the broker acknowledged. Nothing may undo it (state checkpoints and feature rows
+  follow it), so a seal is skipped while its offsets are pending. A member waits for them
+  to settle only as long as an open transaction can last; then this process commits those
+  offsets again (`resealed`), no lower than what the group settled. That marker settles
+  the offsets; the outputs are committed by the next commit that writes to their partition.
+
+This process's transactional id, and so its producer id, lives as long as it does: records
+left open by a process that died are not ours to end.
 """
 
 from __future__ import annotations
@@ -28,6 +35,9 @@ from confluent_kafka.admin import AdminClient
 
 from tidemark.config import Topology
 from tidemark.processor.kafka.clients import base
+
+# Marks the records of a seal; each is in an aborted transaction, unseen by `read_committed`.
+SEAL_HEADERS: list[tuple[str, str | bytes | None]] = [("tidemark-seal", b"1")]
 
 
 def unsettled(exc: KafkaException) -> bool:

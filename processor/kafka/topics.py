@@ -39,6 +39,12 @@ def route_topics(topology: Topology) -> list[str]:
     return list(dict.fromkeys(t for s in steps for t in s.topics()))
 
 
+def output_topics(topology: Topology) -> list[str]:
+    """The topics a worker produces to: the sink, the route topics and the dead letters."""
+    sink = [topology.sink_topic] if topology.sink_topic else []
+    return list(dict.fromkeys([*sink, *route_topics(topology), topology.dead_letter_topic]))
+
+
 def check_topics(topology: Topology) -> dict[str, int]:
     """Fail clearly if the source, sink or a route topic is missing; create the dead-letter
     topic if missing."""

@@ -7,6 +7,7 @@ makes them visible together (step `commit_transaction` of the commit protocol).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 
 import structlog
@@ -19,7 +20,8 @@ from tidemark.config import Topology
 from tidemark.config.errors import TidemarkError
 from tidemark.processor.kafka import clients
 from tidemark.processor.kafka.clients import base, transaction_timeout
-from tidemark.processor.kafka.hanging import resealed
+from tidemark.processor.kafka.hanging import SEAL_HEADERS, resealed, settled_offsets
+from tidemark.processor.kafka.topics import output_topics
 
 log = structlog.get_logger("tidemark.kafka")
 SWEEP = "transaction.abort.timed.out.transaction.cleanup.interval.ms"
@@ -107,9 +109,15 @@ class Transaction:
         # Set when the last failed call said this member left the consumer group.
         self.left_group = False
         self.empty = True  # nothing produced or offered in the open transaction
-        # The consumer offsets of the last commit, offered and then committed.
+        # The consumer offsets of the open transaction, and of the last acknowledged commit.
         self._offered: list[TopicPartition] = []
         self.last_offsets: list[TopicPartition] = []
+        # A transaction that wrote something ended without an acknowledged commit: its
+        # records may still be open (`hanging.py`) until a seal ends them.
+        self._unsealed = False
+        # The last consumer offsets and group offered: a seal aborts them (their partition
+        # of `__consumer_offsets` may hold pending offsets of ours).
+        self._group: tuple[list[TopicPartition], object] | None = None
 
     def _make(self) -> Producer:
         return clients.producer(self._topology, self._owner, self._id)
@@ -118,6 +126,7 @@ class Transaction:
         """Register the transactional id (fencing any older producer of it) and begin."""
         await self._call("init", self._producer.init_transactions, self._timeout)
         self._begin()
+        await self._seal()
 
     def _begin(self) -> None:
         self._producer.begin_transaction()
@@ -125,6 +134,7 @@ class Transaction:
 
     async def renew(self) -> None:
         """Replace the producer: the new one's `init` aborts whatever the old one left open."""
+        self._unsealed |= not self.empty
         old, self._producer = self._producer, self._make()
         old.purge()  # its records belong to a transaction that can never commit
         self.left_group = False
@@ -178,7 +188,7 @@ class Transaction:
     async def send_offsets(self, offsets: list[TopicPartition], group_metadata: object) -> bool:
         """Add consumer offsets to the transaction; False if it must be aborted."""
         send = self._producer.send_offsets_to_transaction
-        self.empty, self._offered = False, offsets
+        self.empty, self._offered, self._group = False, offsets, (offsets, group_metadata)
         return await self._abortable("send offsets", send, offsets, group_metadata, self._timeout)
 
     async def commit(self) -> bool:
@@ -188,12 +198,9 @@ class Transaction:
             if not await self._abortable("commit", commit, self._timeout):
                 return False
         except KafkaFailure:
-            # The broker may have taken this commit before the failure (a timeout says
-            # nothing either way). If it did and its markers go missing, these offsets are
-            # the ones that settle it (`hanging.py`); if it did not, nothing is left pending
-            # and no reseal uses them.
-            if self._offered:
-                self.last_offsets = self._offered
+            # The broker may or may not have taken it: nothing after this relies on it, and
+            # the seal that follows the abort or renewal ends whatever it left open.
+            self._unsealed = True
             raise
         if self._offered:
             self.last_offsets = self._offered
@@ -212,10 +219,80 @@ class Transaction:
         return True
 
     async def abort(self) -> None:
-        """Abort the open transaction and begin the next one."""
+        """Abort the open transaction and begin the next one, sealed (`hanging.py`)."""
+        self._unsealed |= not self.empty
         await self._call("abort", self._producer.abort_transaction, self._timeout)
         self._begin()
         self.left_group = False  # read by the caller before the abort; a new transaction
+        await self._seal()
+
+    async def _seal(self) -> None:
+        """If an ended transaction may have left records open, abort them: write abort
+        markers of our producer id to every output partition and to the offsets partition
+        of the group, in a transaction of their own. Raises `KafkaFailure` if the seal was
+        not delivered (the broker is away): the owner's next abort or renewal seals again."""
+        if not self._unsealed:
+            return
+        if await asyncio.to_thread(self._last_commit_pending):
+            # Its markers went missing too: an abort marker would undo an acknowledged
+            # commit. The reseal commits it, and its open records with it (`hanging.py`).
+            log.warning("kafka_seal_skipped", reason="the last commit is not settled")
+            self._unsealed = False
+            return
+        self.empty = False
+        try:
+            sealed = await asyncio.to_thread(self._write_seal)
+        except KafkaFailure:
+            raise
+        except Exception as exc:  # a fatal error met inside `flush` surfaces as any exception
+            raise KafkaFailure(
+                "Kafka transaction: seal", KafkaError(KafkaError._FAIL, str(exc))
+            ) from exc
+        await self._call("abort", self._producer.abort_transaction, self._timeout)
+        self._begin()
+        self._unsealed = False
+        log.info("kafka_transaction_sealed", partitions=sealed)
+
+    def _write_seal(self) -> int:
+        """One seal record to every output partition and the last offsets offered to the
+        group, all delivered (blocking); the number of partitions sealed."""
+        topics = self._producer.list_topics(None, self._timeout).topics
+        failed: list[KafkaError] = []
+
+        def delivered(error: KafkaError | None, _msg: object) -> None:
+            if error is not None:
+                failed.append(error)
+
+        sealed = 0
+        for topic in output_topics(self._topology):
+            for partition in topics[topic].partitions if topic in topics else ():
+                self._producer.produce(
+                    topic, None, b"", partition, on_delivery=delivered, headers=SEAL_HEADERS
+                )
+                sealed += 1
+        if self._producer.flush(self._timeout) or failed:
+            error = failed[0] if failed else KafkaError(KafkaError._TIMED_OUT, "undelivered")
+            raise KafkaFailure("Kafka transaction: seal", error)
+        if self._group is not None:
+            offsets, group = self._group
+            # Refused or not (a stale member is), the offsets partition joins the
+            # transaction; after the records are delivered, since a refusal fails the
+            # transaction and librdkafka then fences what is still in flight.
+            with contextlib.suppress(KafkaException):
+                self._producer.send_offsets_to_transaction(offsets, group, self._timeout)
+        return sealed
+
+    def _last_commit_pending(self) -> bool:
+        """Whether the group has not settled the offsets of the last acknowledged commit."""
+        if not self.last_offsets:
+            return False
+        try:
+            settled = settled_offsets(self._topology, self.last_offsets)
+        except Exception as exc:  # an unreachable broker, in any shape
+            raise KafkaFailure(
+                "Kafka committed offsets", KafkaError(KafkaError._TRANSPORT, str(exc))
+            ) from exc
+        return any(settled.get(tp.partition, -1) < tp.offset for tp in self.last_offsets)
 
     async def _abortable(self, what: str, call: object, *args: object) -> bool:
         self.left_group = False

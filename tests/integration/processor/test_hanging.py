@@ -1,0 +1,126 @@
+"""Ending records the broker left open (`hanging.py`) against the real broker: resealing
+commits the offsets of the last commit again, never below what the group settled and only
+from an empty transaction; an abort seals every output partition and the group's offsets."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from tests.pipelines import write_topology
+from tests.support import Services, Topics
+from tidemark.config import load_topology
+from tidemark.processor.kafka import clients
+from tidemark.processor.kafka.hanging import SEAL_HEADERS, settled_offsets
+from tidemark.processor.kafka.transaction import Transaction
+
+pytestmark = pytest.mark.integration
+
+
+def joined(consumer: Consumer, topic: str, partitions: int) -> None:
+    """Poll until the consumer owns every partition of `topic` (bounded)."""
+    deadline = time.monotonic() + 30
+    while len(consumer.assignment()) < partitions:
+        assert time.monotonic() < deadline, "the consumer was not assigned within 30 s"
+        consumer.poll(0.2)
+
+
+async def test_reseal_commits_the_last_offsets_no_lower_than_the_settled_ones(
+    services: Services, make_topic: Topics, tmp_path: Path
+) -> None:
+    source, sink = make_topic("clicks", 2), make_topic("out", 2)
+    path = write_topology(tmp_path / "t.yaml", services, "unused", f"g-{source[-6:]}", source, sink)
+    topology = load_topology(path)
+    consumer = clients.consumer(topology, "test")
+    consumer.subscribe([source])
+    tx = Transaction(topology, "test")
+    try:
+        await asyncio.to_thread(joined, consumer, source, 2)
+        metadata: Any = consumer.consumer_group_metadata()
+        await tx.start()
+        assert not await tx.reseal({}, metadata), "nothing committed yet: nothing to reseal"
+
+        last = [TopicPartition(source, 0, 5), TopicPartition(source, 1, 9)]
+        assert await tx.send_offsets(last, metadata) and await tx.commit()
+        assert [(tp.partition, tp.offset) for tp in tx.last_offsets] == [(0, 5), (1, 9)]
+        assert settled_offsets(topology, tx.last_offsets) == {0: 5, 1: 9}
+
+        tx.produce(sink, b"k", b"v", partition=0)
+        assert not await tx.reseal({0: 7}, metadata), "resealed over an open transaction"
+        await tx.abort()
+
+        assert await tx.reseal({0: 7}, metadata)
+        assert settled_offsets(topology, tx.last_offsets) == {0: 7, 1: 9}
+        committed = await asyncio.to_thread(
+            consumer.committed, [TopicPartition(source, 0), TopicPartition(source, 1)], 10
+        )
+        assert [tp.offset for tp in committed] == [7, 9]
+    finally:
+        await tx.abort()
+        consumer.close()
+
+
+def every_record(services: Services, topic: str, partitions: int, isolation: str) -> list[Any]:
+    """Every record of `topic` that a reader at `isolation` sees, up to the end (bounded)."""
+    reader = Consumer(
+        {
+            "bootstrap.servers": services.kafka,
+            "group.id": f"reader-{time.monotonic_ns()}",
+            "isolation.level": isolation,
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        ends = {tp.partition: reader.get_watermark_offsets(tp, 10)[1] for tp in tps}
+        reader.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        records: list[Any] = []
+        deadline = time.monotonic() + 30
+        while any(max(tp.offset, 0) < ends[tp.partition] for tp in reader.position(tps)):
+            assert time.monotonic() < deadline, f"{topic} not read to its end within 30 s"
+            msg = reader.poll(0.2)
+            if msg is not None and msg.error() is None:
+                records.append(msg)
+        return records
+    finally:
+        reader.close()
+
+
+async def test_an_abort_seals_every_output_partition_and_the_offsets_it_offered(
+    services: Services, make_topic: Topics, tmp_path: Path
+) -> None:
+    source, sink = make_topic("clicks", 2), make_topic("out", 3)
+    path = write_topology(tmp_path / "t.yaml", services, "unused", f"g-{source[-6:]}", source, sink)
+    topology = load_topology(path)
+    consumer = clients.consumer(topology, "test")
+    consumer.subscribe([source])
+    tx = Transaction(topology, "test")
+    try:
+        await asyncio.to_thread(joined, consumer, source, 2)
+        metadata: Any = consumer.consumer_group_metadata()
+        await tx.start()
+        assert await tx.send_offsets([TopicPartition(source, 0, 5)], metadata)
+        assert await tx.commit()
+
+        tx.produce(sink, b"k", b"aborted", partition=1)
+        assert await tx.send_offsets([TopicPartition(source, 0, 8)], metadata)
+        await tx.abort()
+
+        seen = await asyncio.to_thread(every_record, services, sink, 3, "read_uncommitted")
+        seals = sorted(m.partition() for m in seen if m.headers() == SEAL_HEADERS)
+        assert seals == [0, 1, 2], f"one seal record per sink partition, got {seals}"
+        visible = await asyncio.to_thread(every_record, services, sink, 3, "read_committed")
+        assert visible == [], "the seal and the aborted output are invisible to read_committed"
+        assert settled_offsets(topology, [TopicPartition(source, 0)]) == {0: 5}
+
+        await tx.send_offsets([TopicPartition(source, 0, 6)], metadata)
+        assert await tx.commit()  # a seal leaves a usable transaction open behind it
+        assert settled_offsets(topology, [TopicPartition(source, 0)]) == {0: 6}
+    finally:
+        await tx.abort()
+        consumer.close()
