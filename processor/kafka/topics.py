@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin._config import ConfigResource
+from confluent_kafka.admin._resource import ResourceType
 from confluent_kafka.cimpl import NewTopic
 
 from tidemark.config import Topology
@@ -43,6 +45,39 @@ def output_topics(topology: Topology) -> list[str]:
     """The topics a worker produces to: the sink, the route topics and the dead letters."""
     sink = [topology.sink_topic] if topology.sink_topic else []
     return list(dict.fromkeys([*sink, *route_topics(topology), topology.dead_letter_topic]))
+
+
+# How far a record's timestamp may lie from the broker's clock, before and after it, when
+# the topic does not say (Kafka 4's defaults): a record outside is refused, and with it the
+# transaction that holds it.
+TIMESTAMP_LIMITS_MS = (2**63 - 1, 3_600_000)
+
+
+def timestamp_limits(topology: Topology, topics: list[str]) -> dict[str, tuple[int, int]]:
+    """Each topic's (before, after) limits on record timestamps, in ms (blocking); a topic
+    that stamps its records on append has none, one whose settings are unreadable the
+    defaults."""
+    if not topics:
+        return {}
+    admin = AdminClient(base(topology))
+    resources = [ConfigResource(ResourceType.TOPIC, t) for t in topics]
+    found = {}
+    for resource, future in admin.describe_configs(resources).items():
+        try:
+            config = future.result(timeout=15)
+        except Exception:  # noqa: BLE001 - unreadable: assume the defaults
+            continue
+        settings = {name: entry.value for name, entry in config.items()}
+        if settings.get("message.timestamp.type") == "LogAppendTime":
+            found[resource.name] = (2**63 - 1, 2**63 - 1)
+            continue
+        before = settings.get("message.timestamp.before.max.ms")
+        after = settings.get("message.timestamp.after.max.ms")
+        found[resource.name] = (
+            int(before) if before else TIMESTAMP_LIMITS_MS[0],
+            int(after) if after else TIMESTAMP_LIMITS_MS[1],
+        )
+    return found
 
 
 def check_topics(topology: Topology) -> dict[str, int]:

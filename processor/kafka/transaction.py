@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 
 import structlog
@@ -21,11 +22,18 @@ from tidemark.config.errors import TidemarkError
 from tidemark.processor.kafka import clients
 from tidemark.processor.kafka.clients import base, transaction_timeout
 from tidemark.processor.kafka.hanging import SEAL_HEADERS, resealed, settled_offsets
-from tidemark.processor.kafka.topics import output_topics
+from tidemark.processor.kafka.topics import (
+    TIMESTAMP_LIMITS_MS,
+    output_topics,
+    route_topics,
+    timestamp_limits,
+)
 
 log = structlog.get_logger("tidemark.kafka")
 SWEEP = "transaction.abort.timed.out.transaction.cleanup.interval.ms"
 SWEEP_DEFAULT_MS = 10_000  # Kafka's default
+# Our clock against the broker's, and the time from produce to append.
+CLOCK_MARGIN_MS = 60_000
 
 
 def abandoned_after(topology: Topology) -> float:
@@ -93,6 +101,10 @@ _LEFT_GROUP = frozenset(
 )
 
 
+SEAL_ATTEMPTS = 3
+_PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
+
+
 class Transaction:
     """Owns the transactional producer; after `start()` a transaction is always open.
 
@@ -118,12 +130,18 @@ class Transaction:
         # The last consumer offsets and group offered: a seal aborts them (their partition
         # of `__consumer_offsets` may hold pending offsets of ours).
         self._group: tuple[list[TopicPartition], object] | None = None
+        # Per output topic, how far before and after the clock a timestamp may lie.
+        self._limits: dict[str, tuple[int, int]] | None = None
 
     def _make(self) -> Producer:
         return clients.producer(self._topology, self._owner, self._id)
 
     async def start(self) -> None:
         """Register the transactional id (fencing any older producer of it) and begin."""
+        if self._limits is None:
+            sink = [self._topology.sink_topic] if self._topology.sink_topic else []
+            topics = [*sink, *route_topics(self._topology)]
+            self._limits = await asyncio.to_thread(timestamp_limits, self._topology, topics)
         await self._call("init", self._producer.init_transactions, self._timeout)
         self._begin()
         await self._seal()
@@ -150,8 +168,11 @@ class Transaction:
         timestamp: int = 0,
     ) -> None:
         """Produce into the open transaction, waiting for room when the queue is full;
-        `timestamp` in epoch ms (0: the producer's clock)."""
+        `timestamp` in epoch ms (0, or one the topic would refuse: the producer's clock)."""
         self.empty = False
+        if timestamp:
+            low, high = self._accepted(topic)
+            timestamp = timestamp if low <= timestamp <= high else 0
         while True:
             try:
                 self._producer.produce(
@@ -175,15 +196,26 @@ class Transaction:
         path's outputs."""
         self.empty = False
         send, where, i = self._producer.produce, -1 if partition is None else partition, 0
+        low, high = self._accepted(topic)
         while i < len(records):
             try:
                 for key, value, timestamp in records[i:] if i else records:
+                    if not low <= timestamp <= high:
+                        timestamp = 0
                     send(topic, value, key, partition=where, timestamp=timestamp)
                     i += 1
             except BufferError:
                 self._producer.poll(0.1)  # the queue is full: wait for room, then go on
             except KafkaException as exc:
                 raise failure("Kafka produce", exc) from exc
+
+    def _accepted(self, topic: str) -> tuple[int, int]:
+        """The timestamps `topic` accepts now, with a margin: an event time outside (a
+        record from year 9999, say) would fail the whole transaction, again on every
+        retry, so its output is stamped with the producer's clock instead."""
+        before, after = (self._limits or {}).get(topic, TIMESTAMP_LIMITS_MS)
+        now = time.time_ns() // 1_000_000
+        return now - before + CLOCK_MARGIN_MS, now + after - CLOCK_MARGIN_MS
 
     async def send_offsets(self, offsets: list[TopicPartition], group_metadata: object) -> bool:
         """Add consumer offsets to the transaction; False if it must be aborted."""
@@ -239,15 +271,22 @@ class Transaction:
             log.warning("kafka_seal_skipped", reason="the last commit is not settled")
             self._unsealed = False
             return
-        self.empty = False
-        try:
-            sealed = await asyncio.to_thread(self._write_seal)
-        except KafkaFailure:
-            raise
-        except Exception as exc:  # a fatal error met inside `flush` surfaces as any exception
-            raise KafkaFailure(
-                "Kafka transaction: seal", KafkaError(KafkaError._FAIL, str(exc))
-            ) from exc
+        for attempt in range(1, SEAL_ATTEMPTS + 1):
+            self.empty = False
+            try:
+                sealed = await asyncio.to_thread(self._write_seal)
+                break
+            except KafkaFailure as exc:
+                if exc.code not in _PURGED or attempt == SEAL_ATTEMPTS:
+                    raise
+            except Exception as exc:  # a fatal error met inside `flush` surfaces as any
+                raise KafkaFailure(
+                    "Kafka transaction: seal", KafkaError(KafkaError._FAIL, str(exc))
+                ) from exc
+            # After a refused record the producer bumps its epoch and purges its queues as
+            # it goes, which can take the seal's records too: abort, and seal again.
+            await self._call("abort", self._producer.abort_transaction, self._timeout)
+            self._begin()
         await self._call("abort", self._producer.abort_transaction, self._timeout)
         self._begin()
         self._unsealed = False

@@ -124,3 +124,24 @@ async def test_an_abort_seals_every_output_partition_and_the_offsets_it_offered(
     finally:
         await tx.abort()
         consumer.close()
+
+
+async def test_an_abort_after_a_refused_record_still_seals(
+    services: Services, make_topic: Topics, tmp_path: Path
+) -> None:
+    source = make_topic("clicks", 1)
+    sink = make_topic("out", 2, {"max.message.bytes": "2000"})
+    path = write_topology(tmp_path / "t.yaml", services, "unused", f"g-{source[-6:]}", source, sink)
+    tx = Transaction(load_topology(path), "test")
+    await tx.start()
+    try:
+        tx.produce(sink, b"k", b"x" * 10_000, partition=0)  # the broker refuses it
+        assert not await tx.commit(), "a transaction with a refused record committed"
+        await tx.abort()  # bumps the producer's epoch, purging as it goes; then seals
+        seen = await asyncio.to_thread(every_record, services, sink, 2, "read_uncommitted")
+        # The purge can take some of a first try's records: a partition may hold two.
+        assert {m.partition() for m in seen if m.headers() == SEAL_HEADERS} == {0, 1}
+        tx.produce(sink, b"k", b"fits", partition=0)
+        assert await tx.commit(), "no usable transaction after the seal"
+    finally:
+        await tx.abort()
