@@ -290,7 +290,6 @@ class Snapshots:
         faults.point("restore_write")
         latest: dict[str, dict[str, Any]] = {}
         written = 0
-        now = _now()
 
         async def write(docs: list[dict[str, Any]]) -> int:
             count = await self._write(docs, epoch)
@@ -303,7 +302,7 @@ class Snapshots:
             latest[sid] = {
                 "_id": sid,
                 **{"op": op, "k": key, "p": manifest.partition, "v": value, "off": off},
-                **{"ep": epoch, "ts": now, "del": value is None},
+                **{"ep": epoch, "del": value is None},
             }
             # A full payload has each key once: write as it streams. A delta's changelog
             # rewrites keys, so its records are coalesced first.

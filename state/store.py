@@ -8,7 +8,6 @@ changed it; at a checkpoint `flush` writes each dirty key once (coalesced) with 
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import OrderedDict
 from collections.abc import Awaitable, Collection, Iterable, Mapping
 from typing import Any
@@ -224,7 +223,6 @@ class PartitionStore:
                         Stamped(stored, cut - 1),
                     )
         self._flushing, self._dirty = self._dirty, {}
-        now = dt.datetime.now(dt.UTC)
         # Timers being set go first and timers being deleted last, each group complete
         # before the next: a crash in the middle of a flush may leave a timer without what
         # it acts on (its operator drops it when it fires), never a window, session or
@@ -236,16 +234,16 @@ class PartitionStore:
             groups[1 if not timer else 0 if stamped.value is not None else 2].append(
                 {
                     "q": {"_id": sid, "ep": older},
+                    # A whole document rather than update operators: FerretDB applies it
+                    # with a fifth less CPU (BENCHMARKS.md, "State flushes").
                     "u": {
-                        # Fixed by the id: set once, when the document is made.
-                        "$setOnInsert": {"op": op, "k": key, "p": self.partition},
-                        "$set": {
-                            "v": stamped.value,
-                            "off": stamped.offset,
-                            "ep": epoch,
-                            "ts": now,
-                            "del": stamped.value is None,
-                        },
+                        "op": op,
+                        "k": key,
+                        "p": self.partition,
+                        "v": stamped.value,
+                        "off": stamped.offset,
+                        "ep": epoch,
+                        "del": stamped.value is None,
                     },
                     "upsert": True,
                 }

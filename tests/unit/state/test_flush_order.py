@@ -17,7 +17,7 @@ async def test_timer_sets_first_then_state_then_timer_deletes(
     commands: list[list[str]] = []
 
     async def record(coll: Any, statements: list[dict[str, Any]], epoch: int, what: str) -> None:
-        commands.append([s["u"]["$setOnInsert"]["k"] for s in statements])
+        commands.append([s["u"]["k"] for s in statements])
 
     monkeypatch.setattr(store_module, "send_updates", record)
     store = PartitionStore(cast(Any, None), 0, flush_statements=2)
