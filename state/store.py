@@ -234,8 +234,8 @@ class PartitionStore:
             groups[1 if not timer else 0 if stamped.value is not None else 2].append(
                 {
                     "q": {"_id": sid, "ep": older},
-                    # A whole document rather than update operators: FerretDB applies it
-                    # with a fifth less CPU (BENCHMARKS.md, "State flushes").
+                    # A whole document rather than update operators: less work for
+                    # FerretDB (BENCHMARKS.md, "State flushes").
                     "u": {
                         "op": op,
                         "k": key,
