@@ -24,7 +24,15 @@ import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 from pymongo import MongoClient
 
-from bench.run import PARTITIONS, ROOT, command, create_topics, peak_rss_mb, read_outputs
+from bench.run import (
+    PARTITIONS,
+    ROOT,
+    command,
+    create_topics,
+    delete_topics,
+    peak_rss_mb,
+    read_outputs,
+)
 from bench.workload import produce_workload
 
 
@@ -164,6 +172,7 @@ def recovery(
         finally:
             proc.kill()
             proc.wait()
+            delete_topics(bootstrap, [source, sink], group)
     return results
 
 
@@ -190,3 +199,4 @@ def memory(keys: int, cache_entries: int, events: int, env: dict[str, str]) -> M
         finally:
             proc.kill()
             proc.wait()
+            delete_topics(bootstrap, [source, sink], group)

@@ -82,6 +82,16 @@ def create_topics(bootstrap: str, names: list[str], config: dict[str, str] | Non
         future.result(timeout=30)
 
 
+def delete_topics(bootstrap: str, names: list[str], group: str) -> None:
+    """Delete a measured run's topics: `names`, and any topic named after its `group`
+    (Tidemark's dead letters, Quix's changelogs). Left behind, they filled the broker's
+    disk by gigabytes over a few runs and slowed the later ones."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    wanted = [t for t in admin.list_topics(timeout=15).topics if t in names or group in t]
+    for future in admin.delete_topics(wanted).values() if wanted else ():
+        future.result(timeout=30)
+
+
 def command(
     contender: str,
     env: dict[str, str],
@@ -305,6 +315,7 @@ def run_one(
                 except subprocess.TimeoutExpired:
                     proc.kill()
             log.close()
+            delete_topics(env["KAFKA_BOOTSTRAP_SERVERS"], [sink], group)
 
 
 def throughput(args: argparse.Namespace, env: dict[str, str]) -> list[Result]:
@@ -333,6 +344,7 @@ def throughput(args: argparse.Namespace, env: dict[str, str]) -> list[Result]:
                 f"{result.mongo_cpu_s * per_event:.1f} {result.note}",
                 flush=True,
             )
+    delete_topics(env["KAFKA_BOOTSTRAP_SERVERS"], [source], source)
     return results
 
 
