@@ -21,6 +21,7 @@ COMMIT = (
     "send_offsets",
     "check_epochs",
     "commit_transaction",
+    "seal",  # after an abort, before its seal (processor/kafka/hanging.py)
     "write_features",  # a commit's feature rows, before the state checkpoint that follows
     "flush_state",  # before each update command: n=2 stops a partition's flush midway
     "move_checkpoint",

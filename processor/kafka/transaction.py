@@ -17,17 +17,12 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.admin._config import ConfigResource
 from confluent_kafka.admin._resource import ResourceType
 
-from tidemark.config import Topology
+from tidemark.config import Topology, faults
 from tidemark.config.errors import TidemarkError
 from tidemark.processor.kafka import clients
 from tidemark.processor.kafka.clients import base, transaction_timeout
 from tidemark.processor.kafka.hanging import SEAL_HEADERS, resealed, settled_offsets
-from tidemark.processor.kafka.topics import (
-    TIMESTAMP_LIMITS_MS,
-    output_topics,
-    route_topics,
-    timestamp_limits,
-)
+from tidemark.processor.kafka.topics import TIMESTAMP_LIMITS_MS, output_topics, timestamp_limits
 
 log = structlog.get_logger("tidemark.kafka")
 SWEEP = "transaction.abort.timed.out.transaction.cleanup.interval.ms"
@@ -139,8 +134,7 @@ class Transaction:
     async def start(self) -> None:
         """Register the transactional id (fencing any older producer of it) and begin."""
         if self._limits is None:
-            sink = [self._topology.sink_topic] if self._topology.sink_topic else []
-            topics = [*sink, *route_topics(self._topology)]
+            topics = output_topics(self._topology)
             self._limits = await asyncio.to_thread(timestamp_limits, self._topology, topics)
         await self._call("init", self._producer.init_transactions, self._timeout)
         self._begin()
@@ -271,6 +265,7 @@ class Transaction:
             log.warning("kafka_seal_skipped", reason="the last commit is not settled")
             self._unsealed = False
             return
+        faults.point("seal")
         for attempt in range(1, SEAL_ATTEMPTS + 1):
             self.empty = False
             try:

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from tests.pipelines import write_topology
+from tests.pipelines import read_topic, write_topology
 from tests.support import Services, Topics
-from tidemark.config import Topology, load_topology
+from tidemark.config import Topology, faults, load_topology
 from tidemark.processor.kafka import clients
 from tidemark.processor.kafka.hanging import SEAL_HEADERS, settled_offsets
 from tidemark.processor.kafka.transaction import Transaction
@@ -141,3 +141,29 @@ async def test_an_abort_after_a_refused_record_still_seals(
         assert await tx.commit(), "no usable transaction after the seal"
     finally:
         await tx.abort()
+
+
+async def test_a_crash_before_the_seal_leaves_nothing_visible_and_the_next_owner_commits(
+    services: Services, make_topic: Topics, tmp_path: Path
+) -> None:
+    source, sink = make_topic("clicks", 1), make_topic("out", 1)
+    path = write_topology(tmp_path / "t.yaml", services, "unused", f"g-{source[-6:]}", source, sink)
+    topology = load_topology(path)
+    crashed = Transaction(topology, "crashed")
+    await crashed.start()
+    crashed.produce(sink, b"k", b"aborted", partition=0)
+    faults.arm("seal")
+    try:
+        with pytest.raises(faults.Crash):
+            await crashed.abort()  # aborted; the process "dies" before its seal
+    finally:
+        faults.disarm()
+    following = Transaction(topology, "following")
+    await following.start()
+    try:
+        following.produce(sink, b"k", b"committed", partition=0)
+        assert await following.commit()
+    finally:
+        await following.abort()
+    records = await asyncio.to_thread(read_topic, services, sink, 1, 1)
+    assert [m.value() for m in records] == [b"committed"]
