@@ -10,6 +10,8 @@ Every `checkpoint.interval` (or `checkpoint.max_records` records) the owner comm
                        took one, the transaction is aborted, that partition dropped and the
                        others rewound to their checkpoints by the caller.
 3. commit_transaction  Outputs, dead letters and input progress (C) become visible together.
+   (seal)              A failed step aborts; the producer seals what the abort may have
+                       left open before anything else (`processor/kafka/hanging.py`).
 3b. write_features     With a features sink: the committed records' rows go to a writer
                        beside processing (`features.py`); a state checkpoint waits for them.
 
