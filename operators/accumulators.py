@@ -190,6 +190,7 @@ class Aggregation:
 
 # How `Accumulators.folded` handles each aggregation: the common ones of a top-level field
 # inline, everything else (and every record they would refuse) through `Aggregation.fold`.
+# The first five are also `_direct.c`'s.
 _SUM, _MIN, _MAX, _FIRST, _LAST, _OTHER = range(6)
 _INLINE = {"sum": _SUM, "min": _MIN, "max": _MAX, "first": _FIRST, "last": _LAST}
 _LOW, _HIGH = INT64
@@ -209,6 +210,14 @@ class Accumulators:
         ]
         # The result of these is the accumulator itself (`result` reads each entry as is).
         self._plain = all(a.function in ("count", *_INLINE) for a in self.aggregations)
+        # What the native fold (`_direct.fold`) takes, when it covers every aggregation:
+        # plain ones of top-level fields, as (name, how, field).
+        self.counts = tuple(self._counts)
+        self.native_plan = (
+            tuple((name, how, a.path[0]) for name, how, a in self._plan)
+            if self._plain and all(how != _OTHER for _, how, _ in self._plan)
+            else None
+        )
 
     def fold(self, acc: Accumulator, value: Any) -> None:
         for a in self.aggregations:

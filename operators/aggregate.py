@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from tidemark.config.aggregation import Aggregate
 from tidemark.config.base import field_path
 from tidemark.config.state import State
+from tidemark.operators import _direct
 from tidemark.operators.accumulators import Accumulators
 from tidemark.operators.events import Event, OnError, RecordError, key_string
 
 # A record of the direct path, and its output: group key, value, offset, event time.
 Folded = tuple[str, Any, int, int]
+# Each key's accumulator and the offset stamped on it.
+Latest = dict[str, tuple[Any, int]]
 
 
 class KeyedAggregate:
@@ -49,14 +54,18 @@ class KeyedAggregate:
         state.put(key, acc, event.offset)
         return Event(key, self._acc.result(acc), event.offset, event.timestamp)
 
-    async def fold_batch(
-        self, records: list[Folded], state: State, on_error: OnError
+    async def latest(self, records: list[Folded], state: State) -> Latest:
+        """The stored accumulator and offset of each key of a batch (the direct path of
+        `processor/runtime/batch.py`): one `State.read` for the batch."""
+        return dict(await state.read({r[0] for r in records}))
+
+    def fold_batch(
+        self, records: list[Folded], latest: Latest, state: State, on_error: OnError
     ) -> list[Folded]:
-        """`apply` over a batch whose group keys are read already (the direct path of
-        `processor/runtime/batch.py`): the same outputs, with one `read` and one `write`
-        of state for the batch and no per-record objects but the new accumulator."""
-        latest: dict[str, tuple[Any, int]] = dict(await state.read({r[0] for r in records}))
-        written: dict[str, tuple[Any, int]] = {}
+        """`apply` over a batch whose group keys and state are read already: the same
+        outputs, with one `write` of state for the batch and no per-record objects but the
+        new accumulator."""
+        written: Latest = {}
         folded, result = self._acc.folded, self._acc.result
         out: list[Folded] = []
         for key, value, offset, timestamp in records:
@@ -72,3 +81,41 @@ class KeyedAggregate:
             out.append((key, result(acc), offset, timestamp))
         state.write(written)
         return out
+
+    @property
+    def encodes(self) -> bool:
+        """Whether `fold_encoded` covers this step: its output is its accumulator, and its
+        aggregations are those the native fold does inline."""
+        return self._acc.native_plan is not None
+
+    def fold_encoded(
+        self,
+        records: list[Folded],
+        latest: Latest,
+        state: State,
+        on_error: OnError,
+        emit_from: int,
+    ) -> list[tuple[bytes, bytes, int]]:
+        """`fold_batch` with each output encoded as (key, JSON value, event time), those at
+        or past `emit_from` only, folded in C (`_direct.c`); a record it does not cover goes
+        through `Accumulators.folded`."""
+        plan = self._acc.native_plan
+        assert plan is not None, "fold_encoded needs `encodes`"
+        written: Latest = {}
+        folded = self._acc.folded
+
+        def refold(key: str, value: Any, offset: int, timestamp: int) -> Any:
+            current = latest.get(key)
+            try:
+                acc = folded(current[0] if current is not None else None, value)
+            except RecordError as exc:
+                on_error(Event(key, value, offset, timestamp), exc)
+                return None
+            latest[key] = written[key] = (acc, offset)
+            return acc
+
+        produced = _direct.fold(
+            records, latest, written, self._acc.counts, plan, refold, orjson.dumps, emit_from
+        )
+        state.write(written)
+        return produced

@@ -22,7 +22,7 @@ from tidemark.config.state import NotPrefetched
 from tidemark.config.throttle import Throttle
 from tidemark.features.validation import FeatureViolation, Gate
 from tidemark.operators import Event, RecordError
-from tidemark.operators.aggregate import Folded
+from tidemark.operators.aggregate import Folded, Latest
 from tidemark.operators.events import OnError
 from tidemark.operators.pipeline import Pipeline
 from tidemark.processor.kafka.tables import Tables
@@ -87,9 +87,7 @@ class BatchProcessor:
         try:  # the direct path of a lone aggregate (docs/ARCHITECTURE.md), or the general one
             if self._direct is not None:
                 records = self._decoder.folded(batch, self._direct.key_path, failures)
-                folded = await self._direct.fold_batch(
-                    records, part.states[self._direct.id], on_error
-                )
+                latest = await self._direct.latest(records, part.states[self._direct.id])
             else:
                 outputs = await self._outputs(part, batch, failures, on_error)
         except NotPrefetched:
@@ -99,7 +97,7 @@ class BatchProcessor:
         if not part.processing:
             return  # dropped meanwhile: none of this batch may be produced
         if self._direct is not None:
-            emitted = self._emit_folded(part, folded, failures)
+            emitted = self._fold(part, records, latest, failures, on_error)
         else:
             emitted = self._emit_all(part, outputs, failures)
         if emitted:
@@ -156,20 +154,38 @@ class BatchProcessor:
                 emitted += 1
         return emitted
 
-    def _emit_folded(
-        self, part: Partition, outputs: list[Folded], failures: dict[int, RecordError]
+    def _fold(
+        self,
+        part: Partition,
+        records: list[Folded],
+        latest: Latest,
+        failures: dict[int, RecordError],
+        on_error: OnError,
     ) -> int:
-        """`_emit_all` for the direct path's outputs, which all go to the sink."""
-        sink, emit_from, dumps = self.topology.sink_topic, part.emit_from, orjson.dumps
-        produced: list[tuple[bytes, bytes, int]] = []
-        for key, value, offset, timestamp in outputs:
-            if self._gate is not None:
-                violation = self._feature(part, key, value, offset, timestamp)
-                if violation is not None:
-                    failures.setdefault(offset, violation)
-                    continue
-            if sink is not None and offset >= emit_from:  # a features-only sink: no encoding
-                produced.append((key.encode(), dumps(value), timestamp))
+        """The direct path's fold, and its outputs, which all go to the sink."""
+        assert self._direct is not None
+        sink, emit_from, state = (
+            self.topology.sink_topic,
+            part.emit_from,
+            part.states[self._direct.id],
+        )
+        if self._gate is None and self._direct.encodes:  # the common case: folded in C
+            never = 2**63 - 1  # a features-only sink: no encoding
+            produced = self._direct.fold_encoded(
+                records, latest, state, on_error, emit_from if sink is not None else never
+            )
+        else:
+            produced = []
+            for key, value, offset, timestamp in self._direct.fold_batch(
+                records, latest, state, on_error
+            ):
+                if self._gate is not None:
+                    violation = self._feature(part, key, value, offset, timestamp)
+                    if violation is not None:
+                        failures.setdefault(offset, violation)
+                        continue
+                if sink is not None and offset >= emit_from:
+                    produced.append((key.encode(), orjson.dumps(value), timestamp))
         if sink is None or not produced:
             return 0
         partition = part.number if self._sink_partitioned else None

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import orjson
 from confluent_kafka import Message
 
 from tidemark.config.model import Source, field_path
-from tidemark.operators import Event, RecordError
+from tidemark.operators import Event, RecordError, _direct
 from tidemark.operators.aggregate import Folded
 from tidemark.operators.events import event_time, key_string
 
@@ -50,28 +51,31 @@ class Decoder:
     ) -> list[Folded]:
         """The records of a batch for the direct path (`KeyedAggregate.fold_batch`): group
         key (the field at `key`), value, offset and event time; the checks of `decode` and
-        the aggregate's `key_of`, in that order. `failures` gets the others, by offset."""
-        out: list[Folded] = []
-        append, body_of, time, loads = out.append, self._body, self._time, orjson.loads
-        field = key[0] if len(key) == 1 else None
-        short = min(self._max, 2 * MAX_DEPTH)  # a record this short cannot nest too deep
-        for m in messages:
-            offset: int = m.offset()  # type: ignore[assignment]  # `by_partition` kept ints
-            value = m.value()
-            try:
-                try:  # `_body` inline for a short record; any other one goes through it
-                    if not (value and len(value) <= short and type(body := loads(value)) is dict):
-                        body = body_of(value)
-                except orjson.JSONDecodeError:
-                    body = body_of(value)  # raises the record's error
-                ts = event_time(body, time) if time is not None else m.timestamp()[1]
-                group = body.get(field) if field is not None else None
-                if type(group) is not str or not group:
-                    group = key_string(body, key)  # an integer key, or the record's error
-                append((group, body, offset, ts))
-            except RecordError as exc:
-                failures[offset] = exc
-        return out
+        the aggregate's `key_of`, in that order. `failures` gets the others, by offset.
+
+        The common record (short enough to need no depth check, an object, a non-empty
+        string key) is decoded in C (`_direct.decode`); any other goes through `_folded`."""
+        path = self._time
+        return _direct.decode(
+            messages,
+            key[0] if len(key) == 1 else None,
+            min(self._max, 2 * MAX_DEPTH),  # a record this short cannot nest too deep
+            orjson.loads,
+            None if path is None else partial(event_time, path=path),
+            partial(self._folded, key=key, failures=failures),
+        )
+
+    def _folded(
+        self, m: Message, key: tuple[str, ...], failures: dict[int, RecordError]
+    ) -> Folded | None:
+        offset: int = m.offset()  # type: ignore[assignment]  # `by_partition` kept ints
+        try:
+            body = self._body(m.value())
+            ts = event_time(body, self._time) if self._time is not None else m.timestamp()[1]
+            return key_string(body, key), body, offset, ts
+        except RecordError as exc:
+            failures[offset] = exc
+            return None
 
     def _body(self, value: bytes | None) -> Any:
         if not value:

@@ -5,6 +5,7 @@ and messages, and state, for any records, aggregations and state left by a crash
 from __future__ import annotations
 
 import asyncio
+import copy
 from typing import Any
 
 import orjson
@@ -54,8 +55,27 @@ _compute = st.dictionaries(
     min_size=1,
     max_size=4,
 ).map(lambda d: {name: "count" if f == "count" else {f: path} for name, (f, path) in d.items()})
-# What a crash left: a stamp per key at some offset (the direct path must skip the same).
-_stored = st.dictionaries(st.sampled_from(["u1", "u2", "7"]), st.integers(-1, 40), max_size=3)
+
+# Only what the native fold covers: plain aggregations of top-level fields.
+_native_compute = st.dictionaries(
+    st.sampled_from(["a", "b", "c", "d"]),
+    st.tuples(
+        st.sampled_from(["count", "sum", "min", "max", "first", "last"]), st.sampled_from(FIELDS)
+    ),
+    min_size=1,
+    max_size=4,
+).map(lambda d: {name: "count" if f == "count" else {f: path} for name, (f, path) in d.items()})
+
+
+def _stored(values: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, tuple[Any, int]]]:
+    """What a crash left: a value (None: deleted) stamped at some offset, per key."""
+    return st.dictionaries(
+        st.sampled_from(["u1", "u2", "7"]), st.tuples(values, st.integers(-1, 40)), max_size=3
+    )
+
+
+# Accumulators of numbers under any of the names: what the plain aggregations store.
+_numbers = st.dictionaries(st.sampled_from(["a", "b", "c", "z"]), _number, max_size=3)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
@@ -63,24 +83,59 @@ _stored = st.dictionaries(st.sampled_from(["u1", "u2", "7"]), st.integers(-1, 40
     compute=_compute,
     source_key=st.sampled_from([None, "user"]),
     records=st.lists(_record, max_size=40),
-    stored=_stored,
+    stored=_stored(st.none()),
     batch=st.integers(1, 16),
 )
 def test_the_direct_path_is_the_general_path(
     compute: dict[str, Any],
     source_key: str | None,
     records: list[bytes],
-    stored: dict[str, int],
+    stored: dict[str, tuple[Any, int]],
     batch: int,
+) -> None:
+    _compare(compute, source_key, records, stored, batch, native=False, emit_from=0)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    compute=_native_compute,
+    source_key=st.sampled_from([None, "user"]),
+    records=st.lists(_record, max_size=40),
+    stored=_stored(st.one_of(st.none(), _numbers)),
+    batch=st.integers(1, 16),
+    emit_from=st.integers(0, 40),
+)
+def test_the_native_fold_is_the_general_path(
+    compute: dict[str, Any],
+    source_key: str | None,
+    records: list[bytes],
+    stored: dict[str, tuple[Any, int]],
+    batch: int,
+    emit_from: int,
+) -> None:
+    """`fold_encoded` (in C) against the general path: the same outputs, encoded byte for
+    byte, the same rejections and state, and the store's accumulators never changed."""
+    _compare(compute, source_key, records, stored, batch, native=True, emit_from=emit_from)
+
+
+def _compare(
+    compute: dict[str, Any],
+    source_key: str | None,
+    records: list[bytes],
+    stored: dict[str, tuple[Any, int]],
+    batch: int,
+    native: bool,
+    emit_from: int,
 ) -> None:
     t = topology(compute, source_key)
     general, direct = build_pipeline(t), build_pipeline(t)
     op = direct.direct
     assert op is not None
+    assert op.encodes or not native
     decoder = Decoder(t.source)
     states = [InMemoryState(), InMemoryState()]
-    for state in states:  # a plausible accumulator, as a crash would have left it
-        state.data = {k: Stamped(None, off) for k, off in stored.items()}
+    for state in states:  # what a crash left: accumulators stamped at some offset
+        state.data = {k: Stamped(copy.deepcopy(v), off) for k, (v, off) in stored.items()}
     seen: list[list[tuple[Any, ...]]] = [[], []]
 
     def rejected(side: int) -> Any:
@@ -98,14 +153,27 @@ def test_the_direct_path_is_the_general_path(
             except RecordError as exc:
                 seen[0].append(("rejected", offset, exc.reason, str(exc)))
         outs = asyncio.run(general.process(events, {"agg": states[0]}, rejected(0)))
-        seen[0].extend(("out", o.key, o.value, o.offset, o.timestamp) for o in outs)
+        seen[0].extend(
+            ("out", o.key.encode(), orjson.dumps(o.value), o.offset, o.timestamp)
+            for o in outs
+            if o.key is not None and (o.offset >= emit_from or not native)
+        )
 
         messages = [Message(offset=o, value=v, timestamp=(1, 1000 + o)) for o, v in chunk]
         failures: dict[int, RecordError] = {}
         folded = decoder.folded(messages, op.key_path, failures)
         seen[1].extend(("rejected", o, e.reason, str(e)) for o, e in failures.items())
-        outs2 = asyncio.run(op.fold_batch(folded, states[1], rejected(1)))
-        seen[1].extend(("out", *o) for o in outs2)
+        latest = asyncio.run(op.latest(folded, states[1]))
+        held = {k: (v.value, copy.deepcopy(v.value)) for k, v in states[1].data.items()}
+        if native:
+            produced = op.fold_encoded(folded, latest, states[1], rejected(1), emit_from)
+            # the event time here is 1000 + offset (`messages` above)
+            seen[1].extend(("out", k, v, ts - 1000, ts) for k, v, ts in produced)
+        else:
+            outs2 = op.fold_batch(folded, latest, states[1], rejected(1))
+            seen[1].extend(("out", k.encode(), orjson.dumps(v), o, ts) for k, v, o, ts in outs2)
+        for obj, as_read in held.values():
+            assert obj == as_read  # the store's accumulators are never changed in place
 
     assert sorted(seen[1], key=_order) == sorted(seen[0], key=_order)
     assert states[1].data == states[0].data

@@ -1,0 +1,340 @@
+/* The direct path's per-record loops in C (docs/ARCHITECTURE.md, "The direct path of a
+ * lone aggregate"): decode a batch into (group key, value, offset, event time) tuples, and
+ * fold the common aggregations and encode each output.
+ *
+ * Only the common case is here. A record that is anything else (too long to skip the
+ * depth check, not an object, a key that is not a non-empty string, a field that is not a
+ * number, a sum leaving 64 bits, ...) goes to a Python callback that handles it exactly as
+ * the Python path does, errors included; so the Python code stays the definition, and
+ * this file is the part of it that runs for nearly every record.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+/* How `fold` handles an aggregation: the `_SUM`.. constants of accumulators.py. */
+enum { SUM, MIN, MAX, FIRST, LAST };
+#define MAX_AGGREGATIONS 32 /* a step with more folds every record through the callback */
+
+static PyObject *s_offset, *s_value, *s_timestamp, *zero, *one;
+
+/* (group key, value, offset, event time) of one message, a new reference; NULL with no
+ * error set when the record is not the common case; NULL with an error set on a bug. */
+static PyObject *
+decode_one(PyObject *m, PyObject *field, Py_ssize_t shortest, PyObject *loads,
+           PyObject *time_of)
+{
+    PyObject *value, *body = NULL, *offset = NULL, *stamp = NULL, *ts = NULL, *result = NULL;
+    PyObject *group;
+
+    value = PyObject_CallMethodNoArgs(m, s_value);
+    if (value == NULL)
+        return NULL;
+    if (!PyBytes_CheckExact(value) || PyBytes_GET_SIZE(value) == 0 ||
+        PyBytes_GET_SIZE(value) > shortest)
+        goto done;
+    body = PyObject_CallOneArg(loads, value);
+    if (body == NULL) {
+        PyErr_Clear(); /* the callback decodes it again and says why */
+        goto done;
+    }
+    if (!PyDict_CheckExact(body) || field == Py_None)
+        goto done;
+    group = PyDict_GetItemWithError(body, field);
+    if (group == NULL || !PyUnicode_CheckExact(group) || PyUnicode_GET_LENGTH(group) == 0)
+        goto done;
+    offset = PyObject_CallMethodNoArgs(m, s_offset);
+    if (offset == NULL)
+        goto done;
+    if (time_of == Py_None) {
+        stamp = PyObject_CallMethodNoArgs(m, s_timestamp);
+        if (stamp == NULL)
+            goto done;
+        if (!PyTuple_Check(stamp) || PyTuple_GET_SIZE(stamp) != 2) {
+            PyErr_SetString(PyExc_TypeError, "Message.timestamp() must be a pair");
+            goto done;
+        }
+        ts = Py_NewRef(PyTuple_GET_ITEM(stamp, 1));
+    }
+    else {
+        ts = PyObject_CallOneArg(time_of, body);
+        if (ts == NULL) {
+            PyErr_Clear();
+            goto done;
+        }
+    }
+    result = PyTuple_Pack(4, group, body, offset, ts);
+done:
+    Py_DECREF(value);
+    Py_XDECREF(body);
+    Py_XDECREF(offset);
+    Py_XDECREF(stamp);
+    Py_XDECREF(ts);
+    return result;
+}
+
+/* decode(messages, field, shortest, loads, time_of, slow) -> list of tuples */
+static PyObject *
+direct_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "decode(messages: list, field, shortest, loads, time_of, slow)");
+        return NULL;
+    }
+    PyObject *messages = args[0], *field = args[1], *loads = args[3], *time_of = args[4];
+    PyObject *slow = args[5];
+    Py_ssize_t shortest = PyLong_AsSsize_t(args[2]);
+    if (shortest == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *out = PyList_New(0);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(messages); i++) {
+        PyObject *m = Py_NewRef(PyList_GET_ITEM(messages, i));
+        PyObject *record = decode_one(m, field, shortest, loads, time_of);
+        if (record == NULL && !PyErr_Occurred())
+            record = PyObject_CallOneArg(slow, m);
+        Py_DECREF(m);
+        if (record == NULL)
+            goto fail;
+        if (record != Py_None && PyList_Append(out, record) < 0) {
+            Py_DECREF(record);
+            goto fail;
+        }
+        Py_DECREF(record);
+    }
+    return out;
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+static int
+is_number(PyObject *x)
+{
+    return x != NULL && (PyLong_CheckExact(x) || PyFloat_CheckExact(x)); /* not bool */
+}
+
+/* The accumulator after folding `value` into `stored` (NULL: none yet), a new reference;
+ * NULL with no error set when the Python fold must do it. `stored` is changed in place only
+ * when `owned` (made by this batch, its earlier outputs encoded already); otherwise the
+ * result is a copy, since the store's accumulators may be in a flush being encoded. */
+static PyObject *
+fold_one(PyObject *stored, int owned, PyObject *value, PyObject *counts, PyObject *plan)
+{
+    PyObject *names[MAX_AGGREGATIONS], *updates[MAX_AGGREGATIONS];
+    Py_ssize_t n = 0, c = PyTuple_GET_SIZE(counts), p = PyTuple_GET_SIZE(plan);
+    PyObject *acc = NULL;
+
+    if (!PyDict_CheckExact(value) || (stored != NULL && !PyDict_CheckExact(stored)) ||
+        c + p > MAX_AGGREGATIONS)
+        return NULL;
+    /* Every new entry first, so a record the Python fold must see leaves nothing half-done. */
+    for (Py_ssize_t i = 0; i < c; i++) {
+        PyObject *name = PyTuple_GET_ITEM(counts, i);
+        PyObject *old = stored ? PyDict_GetItemWithError(stored, name) : NULL;
+        PyObject *new = PyNumber_Add(old ? old : zero, one);
+        if (new == NULL)
+            goto slow;
+        names[n] = name;
+        updates[n++] = new;
+    }
+    for (Py_ssize_t i = 0; i < p; i++) {
+        PyObject *step = PyTuple_GET_ITEM(plan, i); /* (name, how, field) */
+        PyObject *name = PyTuple_GET_ITEM(step, 0), *new = NULL;
+        long how = PyLong_AsLong(PyTuple_GET_ITEM(step, 1));
+        PyObject *x = PyDict_GetItemWithError(value, PyTuple_GET_ITEM(step, 2));
+        PyObject *old = stored ? PyDict_GetItemWithError(stored, name) : NULL;
+        int less;
+        if (PyErr_Occurred())
+            goto slow;
+        switch (how) {
+        case SUM:
+            if (!is_number(x))
+                goto slow;
+            new = PyNumber_Add(old ? old : zero, x);
+            if (new == NULL)
+                goto slow;
+            if (PyLong_CheckExact(new)) {
+                int overflow;
+                (void)PyLong_AsLongLongAndOverflow(new, &overflow);
+                if (overflow) { /* past 64 bits: the Python fold refuses the record */
+                    Py_DECREF(new);
+                    goto slow;
+                }
+            }
+            else if (!PyFloat_CheckExact(new)) {
+                Py_DECREF(new);
+                goto slow;
+            }
+            break;
+        case MIN:
+        case MAX:
+            if (!is_number(x))
+                goto slow;
+            /* as the builtins: the earlier one on a tie */
+            less = PyObject_RichCompareBool(x, old ? old : x, how == MIN ? Py_LT : Py_GT);
+            if (less < 0)
+                goto slow;
+            new = Py_NewRef(less ? x : (old ? old : x));
+            break;
+        case FIRST:
+            if (old != NULL)
+                continue; /* kept */
+            if (x == NULL)
+                goto slow;
+            new = Py_NewRef(x);
+            break;
+        case LAST:
+            if (x == NULL)
+                goto slow;
+            new = Py_NewRef(x);
+            break;
+        default:
+            goto slow;
+        }
+        names[n] = name;
+        updates[n++] = new;
+    }
+    acc = owned ? Py_NewRef(stored) : (stored ? PyDict_Copy(stored) : PyDict_New());
+    for (Py_ssize_t i = 0; acc != NULL && i < n; i++) {
+        if (PyDict_SetItem(acc, names[i], updates[i]) < 0)
+            Py_CLEAR(acc); /* out of memory: a real error, left set */
+    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        Py_DECREF(updates[i]);
+    return acc;
+slow:
+    PyErr_Clear();
+    for (Py_ssize_t i = 0; i < n; i++)
+        Py_DECREF(updates[i]);
+    return NULL;
+}
+
+/* Append (key as UTF-8, value as JSON, event time) to `produced`; -1 on error. */
+static int
+encode(PyObject *produced, PyObject *key, PyObject *acc, PyObject *ts, PyObject *dumps)
+{
+    PyObject *k = PyUnicode_AsUTF8String(key), *v = NULL, *row = NULL;
+    int rc = -1;
+    if (k == NULL || (v = PyObject_CallOneArg(dumps, acc)) == NULL ||
+        (row = PyTuple_Pack(3, k, v, ts)) == NULL)
+        goto done;
+    rc = PyList_Append(produced, row);
+done:
+    Py_XDECREF(k);
+    Py_XDECREF(v);
+    Py_XDECREF(row);
+    return rc;
+}
+
+/* fold(records, latest, written, counts, plan, slow, dumps, emit_from) -> produced */
+static PyObject *
+direct_fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 8 || !PyList_Check(args[0]) || !PyDict_Check(args[1]) ||
+        !PyDict_Check(args[2]) || !PyTuple_Check(args[3]) || !PyTuple_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError,
+                        "fold(records: list, latest: dict, written: dict, counts: tuple, "
+                        "plan: tuple, slow, dumps, emit_from)");
+        return NULL;
+    }
+    PyObject *records = args[0], *latest = args[1], *written = args[2], *counts = args[3];
+    PyObject *plan = args[4], *slow = args[5], *dumps = args[6];
+    long long emit_from = PyLong_AsLongLong(args[7]);
+    if (emit_from == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *produced = PyList_New(0);
+    if (produced == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(records); i++) {
+        PyObject *record = Py_NewRef(PyList_GET_ITEM(records, i));
+        PyObject *acc = NULL, *entry = NULL;
+        int ok = 0;
+        if (!PyTuple_CheckExact(record) || PyTuple_GET_SIZE(record) != 4) {
+            PyErr_SetString(PyExc_TypeError, "a record is (key, value, offset, event time)");
+            goto next;
+        }
+        PyObject *key = PyTuple_GET_ITEM(record, 0), *value = PyTuple_GET_ITEM(record, 1);
+        PyObject *offset = PyTuple_GET_ITEM(record, 2), *ts = PyTuple_GET_ITEM(record, 3);
+        long long at = PyLong_AsLongLong(offset);
+        if (at == -1 && PyErr_Occurred())
+            goto next;
+        PyObject *current = PyDict_GetItemWithError(latest, key); /* (accumulator, offset) */
+        if (current == NULL && PyErr_Occurred())
+            goto next;
+        if (current != NULL && (!PyTuple_Check(current) || PyTuple_GET_SIZE(current) != 2)) {
+            PyErr_SetString(PyExc_TypeError, "a stored entry is (accumulator, offset)");
+            goto next;
+        }
+        if (current != NULL) {
+            long long done = PyLong_AsLongLong(PyTuple_GET_ITEM(current, 1));
+            if (done == -1 && PyErr_Occurred())
+                goto next;
+            if (done >= at) { /* applied before a crash: the recovery rule */
+                ok = 1;
+                goto next;
+            }
+            Py_INCREF(current); /* held while `latest` changes below */
+            PyObject *stored = PyTuple_GET_ITEM(current, 0); /* None: deleted */
+            int owned = PyDict_GetItemWithError(written, key) == current;
+            acc = fold_one(stored == Py_None ? NULL : stored, owned, value, counts, plan);
+            Py_DECREF(current);
+        }
+        else {
+            acc = fold_one(NULL, 0, value, counts, plan);
+        }
+        if (acc == NULL) {
+            if (PyErr_Occurred())
+                goto next;
+            acc = PyObject_Vectorcall(slow, ((PyTupleObject *)record)->ob_item, 4, NULL);
+            if (acc == NULL)
+                goto next;
+            if (acc == Py_None) { /* refused: dead-lettered by the callback */
+                ok = 1;
+                goto next;
+            }
+        }
+        else if ((entry = PyTuple_Pack(2, acc, offset)) == NULL ||
+                 PyDict_SetItem(latest, key, entry) < 0 ||
+                 PyDict_SetItem(written, key, entry) < 0) {
+            goto next;
+        }
+        ok = at < emit_from || encode(produced, key, acc, ts, dumps) == 0;
+    next:
+        Py_XDECREF(acc);
+        Py_XDECREF(entry);
+        Py_DECREF(record);
+        if (!ok) {
+            Py_DECREF(produced);
+            return NULL;
+        }
+    }
+    return produced;
+}
+
+static PyMethodDef methods[] = {
+    {"decode", (PyCFunction)(void (*)(void))direct_decode, METH_FASTCALL,
+     "The direct path's records of a batch of messages."},
+    {"fold", (PyCFunction)(void (*)(void))direct_fold, METH_FASTCALL,
+     "Fold a batch's records into their accumulators and encode the outputs."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_direct", "The direct path's per-record loops.", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__direct(void)
+{
+    s_offset = PyUnicode_InternFromString("offset");
+    s_value = PyUnicode_InternFromString("value");
+    s_timestamp = PyUnicode_InternFromString("timestamp");
+    zero = PyLong_FromLong(0);
+    one = PyLong_FromLong(1);
+    if (!s_offset || !s_value || !s_timestamp || !zero || !one)
+        return NULL;
+    return PyModule_Create(&module);
+}

@@ -1,0 +1,25 @@
+"""The direct path's per-record loops, in C (`_direct.c`)."""
+
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Message
+
+def decode(
+    messages: list[Message],
+    field: str | None,
+    shortest: int,
+    loads: Callable[[bytes], Any],
+    time_of: Callable[[Any], int] | None,
+    slow: Callable[[Message], tuple[str, Any, int, int] | None],
+) -> list[tuple[str, Any, int, int]]: ...
+def fold(
+    records: list[tuple[str, Any, int, int]],
+    latest: dict[str, tuple[Any, int]],
+    written: dict[str, tuple[Any, int]],
+    counts: tuple[str, ...],
+    plan: tuple[tuple[str, int, str], ...],
+    slow: Callable[[str, Any, int, int], Any],
+    dumps: Callable[[Any], bytes],
+    emit_from: int,
+) -> list[tuple[bytes, bytes, int]]: ...
