@@ -72,17 +72,18 @@ done:
     return result;
 }
 
-/* decode(messages, field, shortest, loads, time_of, slow) -> list of tuples */
+/* decode(messages, field, shortest, loads, time_of, slow, keys) -> list of tuples; each
+ * record's group key is added to the set `keys`. */
 static PyObject *
 direct_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 6 || !PyList_Check(args[0])) {
+    if (nargs != 7 || !PyList_Check(args[0]) || !PySet_Check(args[6])) {
         PyErr_SetString(PyExc_TypeError,
-                        "decode(messages: list, field, shortest, loads, time_of, slow)");
+                        "decode(messages: list, field, shortest, loads, time_of, slow, keys: set)");
         return NULL;
     }
     PyObject *messages = args[0], *field = args[1], *loads = args[3], *time_of = args[4];
-    PyObject *slow = args[5];
+    PyObject *slow = args[5], *keys = args[6];
     Py_ssize_t shortest = PyLong_AsSsize_t(args[2]);
     if (shortest == -1 && PyErr_Occurred())
         return NULL;
@@ -97,7 +98,12 @@ direct_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         Py_DECREF(m);
         if (record == NULL)
             goto fail;
-        if (record != Py_None && PyList_Append(out, record) < 0) {
+        if (record != Py_None &&
+            (!PyTuple_Check(record) || PyTuple_GET_SIZE(record) != 4 ||
+             PySet_Add(keys, PyTuple_GET_ITEM(record, 0)) < 0 ||
+             PyList_Append(out, record) < 0)) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "a record is (key, value, offset, event time)");
             Py_DECREF(record);
             goto fail;
         }

@@ -12,6 +12,7 @@ def decode(
     loads: Callable[[bytes], Any],
     time_of: Callable[[Any], int] | None,
     slow: Callable[[Message], tuple[str, Any, int, int] | None],
+    keys: set[str],
 ) -> list[tuple[str, Any, int, int]]: ...
 def fold(
     records: list[tuple[str, Any, int, int]],

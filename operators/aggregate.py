@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import orjson
@@ -54,10 +55,10 @@ class KeyedAggregate:
         state.put(key, acc, event.offset)
         return Event(key, self._acc.result(acc), event.offset, event.timestamp)
 
-    async def latest(self, records: list[Folded], state: State) -> Latest:
-        """The stored accumulator and offset of each key of a batch (the direct path of
+    async def latest(self, keys: Collection[str], state: State) -> Latest:
+        """The stored accumulator and offset of each of a batch's `keys` (the direct path of
         `processor/runtime/batch.py`): one `State.read` for the batch."""
-        return dict(await state.read({r[0] for r in records}))
+        return dict(await state.read(keys))
 
     def fold_batch(
         self, records: list[Folded], latest: Latest, state: State, on_error: OnError

@@ -19,7 +19,7 @@ from confluent_kafka.admin._resource import ResourceType
 
 from tidemark.config import Topology, faults
 from tidemark.config.errors import TidemarkError
-from tidemark.processor.kafka import clients
+from tidemark.processor.kafka import _produce, clients
 from tidemark.processor.kafka.clients import base, transaction_timeout
 from tidemark.processor.kafka.hanging import SEAL_HEADERS, resealed, settled_offsets
 from tidemark.processor.kafka.topics import TIMESTAMP_LIMITS_MS, output_topics, timestamp_limits
@@ -189,19 +189,17 @@ class Transaction:
         """`produce` of each (key, value, timestamp) to one topic, in one call: the direct
         path's outputs."""
         self.empty = False
-        send, where, i = self._producer.produce, -1 if partition is None else partition, 0
+        where, done = -1 if partition is None else partition, 0
         low, high = self._accepted(topic)
-        while i < len(records):
-            try:
-                for key, value, timestamp in records[i:] if i else records:
-                    if not low <= timestamp <= high:
-                        timestamp = 0
-                    send(topic, value, key, partition=where, timestamp=timestamp)
-                    i += 1
-            except BufferError:
-                self._producer.poll(0.1)  # the queue is full: wait for room, then go on
+        while True:
+            try:  # the loop in C (`_produce.c`): it runs for every output
+                rest = records[done:] if done else records
+                done += _produce.produce(self._producer.produce, topic, rest, where, low, high)
             except KafkaException as exc:
                 raise failure("Kafka produce", exc) from exc
+            if done == len(records):
+                return
+            self._producer.poll(0.1)  # the queue is full: wait for room, then go on
 
     def _accepted(self, topic: str) -> tuple[int, int]:
         """The timestamps `topic` accepts now, with a margin: an event time outside (a

@@ -86,8 +86,9 @@ class BatchProcessor:
 
         try:  # the direct path of a lone aggregate (docs/ARCHITECTURE.md), or the general one
             if self._direct is not None:
-                records = self._decoder.folded(batch, self._direct.key_path, failures)
-                latest = await self._direct.latest(records, part.states[self._direct.id])
+                keys: set[str] = set()
+                records = self._decoder.folded(batch, self._direct.key_path, failures, keys)
+                latest = await self._direct.latest(keys, part.states[self._direct.id])
             else:
                 outputs = await self._outputs(part, batch, failures, on_error)
         except NotPrefetched:

@@ -47,11 +47,16 @@ class Decoder:
         return Event(key.decode("utf-8", "replace") if key else None, body, offset, ts)
 
     def folded(
-        self, messages: list[Message], key: tuple[str, ...], failures: dict[int, RecordError]
+        self,
+        messages: list[Message],
+        key: tuple[str, ...],
+        failures: dict[int, RecordError],
+        keys: set[str],
     ) -> list[Folded]:
         """The records of a batch for the direct path (`KeyedAggregate.fold_batch`): group
         key (the field at `key`), value, offset and event time; the checks of `decode` and
-        the aggregate's `key_of`, in that order. `failures` gets the others, by offset.
+        the aggregate's `key_of`, in that order. `failures` gets the others, by offset;
+        `keys` each record's group key.
 
         The common record (short enough to need no depth check, an object, a non-empty
         string key) is decoded in C (`_direct.decode`); any other goes through `_folded`."""
@@ -63,6 +68,7 @@ class Decoder:
             orjson.loads,
             None if path is None else partial(event_time, path=path),
             partial(self._folded, key=key, failures=failures),
+            keys,
         )
 
     def _folded(
