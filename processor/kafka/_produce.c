@@ -5,6 +5,17 @@
 
 static PyObject *producer_clock; /* timestamp 0: the producer's clock */
 
+/* A limit as a 64-bit integer, saturated: a topic without limits gives ones past 64 bits. */
+static int
+bound(PyObject *limit, long long *out)
+{
+    int overflow;
+    *out = PyLong_AsLongLongAndOverflow(limit, &overflow);
+    if (overflow)
+        *out = overflow > 0 ? LLONG_MAX : LLONG_MIN;
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
 /* produce(send, topic, records, partition, low, high) -> how many of `records` (key, value,
  * event time) were handed to `send` (Producer.produce) before its queue was full. An event
  * time outside [low, high] is sent as 0 (the producer's clock). */
@@ -17,8 +28,8 @@ produce(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     PyObject *send = args[0], *records = args[2];
-    long long low = PyLong_AsLongLong(args[4]), high = PyLong_AsLongLong(args[5]);
-    if (PyErr_Occurred())
+    long long low, high;
+    if (bound(args[4], &low) < 0 || bound(args[5], &high) < 0)
         return NULL;
     /* topic, value, key, partition, callback, on_delivery, timestamp: positional, since
      * keywords cost a dict per call; None callbacks are the default, as if omitted. */

@@ -164,22 +164,17 @@ class BatchProcessor:
         on_error: OnError,
     ) -> int:
         """The direct path's fold, and its outputs, which all go to the sink."""
-        assert self._direct is not None
-        sink, emit_from, state = (
-            self.topology.sink_topic,
-            part.emit_from,
-            part.states[self._direct.id],
-        )
-        if self._gate is None and self._direct.encodes:  # the common case: folded in C
-            never = 2**63 - 1  # a features-only sink: no encoding
-            produced = self._direct.fold_encoded(
+        op = self._direct
+        assert op is not None
+        sink, emit_from, state = self.topology.sink_topic, part.emit_from, part.states[op.id]
+        if self._gate is None and op.encodes:  # the common case: folded and encoded in C
+            never = 2**63 - 1  # no sink: nothing to encode
+            produced = op.fold_encoded(
                 records, latest, state, on_error, emit_from if sink is not None else never
             )
         else:
             produced = []
-            for key, value, offset, timestamp in self._direct.fold_batch(
-                records, latest, state, on_error
-            ):
+            for key, value, offset, timestamp in op.fold_batch(records, latest, state, on_error):
                 if self._gate is not None:
                     violation = self._feature(part, key, value, offset, timestamp)
                     if violation is not None:

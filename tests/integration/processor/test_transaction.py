@@ -39,3 +39,22 @@ async def test_an_event_time_the_sink_refuses_becomes_the_clock_and_others_are_k
     assert abs(stamps[b"single"] - now) < 60_000, stamps
     assert abs(stamps[b"batch"] - now) < 60_000, stamps
     assert stamps[b"kept"] == earlier, "an accepted event time is kept"
+
+
+async def test_a_sink_with_log_append_time_takes_any_event_time(
+    services: Services, make_topic: Topics, tmp_path: Path
+) -> None:
+    """Such a topic has no limits (the broker stamps each record), which `_accepted` gives
+    as bounds past 64 bits: the produce loop in C must take them."""
+    source = make_topic("clicks", 1)
+    sink = make_topic("out", 1, {"message.timestamp.type": "LogAppendTime"})
+    path = write_topology(tmp_path / "t.yaml", services, "unused", f"t-{source[-6:]}", source, sink)
+    tx = Transaction(load_topology(path), "test")
+    await tx.start()
+    try:
+        tx.produce_all(sink, [(b"far", b"1", MAX_TIME), (b"early", b"2", 1)], 0)
+        assert await tx.commit(), "the transaction was refused"
+    finally:
+        await tx.abort()
+    records = await asyncio.to_thread(read_topic, services, sink, 1, 2)
+    assert sorted(m.key() for m in records) == [b"early", b"far"]

@@ -36,6 +36,12 @@ def test_each_output_is_sent_in_order_with_its_event_time_or_the_clock() -> None
     ]
 
 
+def test_limits_past_64_bits_let_every_event_time_through() -> None:
+    send = Send()  # a LogAppendTime topic has no limits: `_accepted` gives these
+    assert produce(send, "out", [(b"k", b"v", 2**62), (b"k", b"v", -5)], 0, -(2**70), 2**70) == 2
+    assert [c[6] for c in send.calls] == [2**62, -5]
+
+
 def test_a_full_queue_returns_how_many_went_so_the_caller_resumes_there() -> None:
     send = Send(full=2)
     rows = [(b"k", str(i).encode(), 100) for i in range(5)]
