@@ -1,4 +1,5 @@
-"""PNG charts from bench/results/*.json. Runs in bench/.venv-quix, which has matplotlib."""
+"""PNG charts from the JSON results a run wrote (those present). Runs in bench/.venv-quix,
+which has matplotlib. Usage: charts.py RESULTS_DIR WORKLOAD (as the throughput title says it)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,16 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 
-def main(results: Path) -> None:
+def main(results: Path, workload: str) -> None:
+    if (results / "throughput.json").exists():
+        throughput(results, workload)
+    if (results / "recovery.json").exists():
+        recovery(results)
+    if (results / "memory.json").exists():
+        memory(results)
+
+
+def throughput(results: Path, workload: str) -> None:
     runs = json.loads((results / "throughput.json").read_text())
     colors = {
         "ceiling": "#888888",
@@ -33,16 +43,18 @@ def main(results: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.bar(names, medians, color=[colors.get(n, "#9467bd") for n in names])
     ax.set_ylabel("events/s (median of runs)")
-    ax.set_title("Throughput: 1M events, 100k Zipf keys, count+sum per key")
+    ax.set_title(f"Throughput: {workload}, count+sum per key")
     fig.tight_layout()
     fig.savefig(results / "throughput.png", dpi=120)
 
-    recovery = json.loads((results / "recovery.json").read_text())
+
+def recovery(results: Path) -> None:
+    runs = json.loads((results / "recovery.json").read_text())
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    for label in sorted({r["contender"] for r in recovery}):
+    for label in sorted({r["contender"] for r in runs}):
         points = [
             (r["keys"], r["seconds"])
-            for r in recovery
+            for r in runs
             if r["contender"] == label and not math.isnan(r["seconds"])
         ]
         if points:
@@ -55,16 +67,18 @@ def main(results: Path) -> None:
     fig.tight_layout()
     fig.savefig(results / "recovery.png", dpi=120)
 
-    memory = json.loads((results / "memory.json").read_text())
+
+def memory(results: Path) -> None:
+    peaks = json.loads((results / "memory.json").read_text())
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.bar(
-        [f"{m['keys']:,} keys" for m in memory], [m["peak_rss_mb"] for m in memory], color="#1f77b4"
+        [f"{m['keys']:,} keys" for m in peaks], [m["peak_rss_mb"] for m in peaks], color="#1f77b4"
     )
     ax.set_ylabel("peak RSS (MB)")
-    ax.set_title(f"Tidemark worker memory, cache bound {memory[0]['cache_entries']:,} entries")
+    ax.set_title(f"Tidemark worker memory, cache bound {peaks[0]['cache_entries']:,} entries")
     fig.tight_layout()
     fig.savefig(results / "memory.png", dpi=120)
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2])

@@ -414,7 +414,9 @@ def main() -> int:
     MongoClient(env["MONGO_URI"]).drop_database("bench")
     write_report(out)
     if not args.no_charts:
-        subprocess.run([str(QUIX_PYTHON), str(ROOT / "bench/charts.py"), str(out)], check=True)
+        workload = f"{args.events:,} events, {args.keys:,} Zipf keys"
+        charts = [str(QUIX_PYTHON), str(ROOT / "bench/charts.py"), str(out), workload]
+        subprocess.run(charts, check=True)
     print(f"report: {out / 'latest.md'}")
     return 0
 
