@@ -20,7 +20,7 @@ static PyObject *s_offset, *s_value, *s_timestamp, *zero, *one;
 /* (group key, value, offset, event time) of one message, a new reference; NULL with no
  * error set when the record is not the common case; NULL with an error set on a bug. */
 static PyObject *
-decode_one(PyObject *m, PyObject *field, Py_ssize_t shortest, PyObject *loads,
+decode_one(PyObject *m, PyObject *path, Py_ssize_t shortest, PyObject *loads,
            PyObject *time_of)
 {
     PyObject *value, *body = NULL, *offset = NULL, *stamp = NULL, *ts = NULL, *result = NULL;
@@ -37,10 +37,13 @@ decode_one(PyObject *m, PyObject *field, Py_ssize_t shortest, PyObject *loads,
         PyErr_Clear(); /* the callback decodes it again and says why */
         goto done;
     }
-    if (!PyDict_CheckExact(body) || field == Py_None)
-        goto done;
-    group = PyDict_GetItemWithError(body, field);
-    if (group == NULL || !PyUnicode_CheckExact(group) || PyUnicode_GET_LENGTH(group) == 0)
+    group = body; /* the field at `path`, through nested objects */
+    for (Py_ssize_t i = 0; group != NULL && i < PyTuple_GET_SIZE(path); i++)
+        group = PyDict_CheckExact(group)
+                    ? PyDict_GetItemWithError(group, PyTuple_GET_ITEM(path, i))
+                    : NULL;
+    if (group == NULL || !PyDict_CheckExact(body) || !PyUnicode_CheckExact(group) ||
+        PyUnicode_GET_LENGTH(group) == 0)
         goto done;
     offset = PyObject_CallMethodNoArgs(m, s_offset);
     if (offset == NULL)
@@ -72,17 +75,18 @@ done:
     return result;
 }
 
-/* decode(messages, field, shortest, loads, time_of, slow, keys) -> list of tuples; each
- * record's group key is added to the set `keys`. */
+/* decode(messages, path, shortest, loads, time_of, slow, keys) -> list of tuples; each
+ * record's group key (the string at `path`) is added to the set `keys`. */
 static PyObject *
 direct_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 7 || !PyList_Check(args[0]) || !PySet_Check(args[6])) {
-        PyErr_SetString(PyExc_TypeError,
-                        "decode(messages: list, field, shortest, loads, time_of, slow, keys: set)");
+    if (nargs != 7 || !PyList_Check(args[0]) || !PyTuple_Check(args[1]) ||
+        PyTuple_GET_SIZE(args[1]) == 0 || !PySet_Check(args[6])) {
+        PyErr_SetString(PyExc_TypeError, "decode(messages: list, path: tuple, shortest, "
+                                         "loads, time_of, slow, keys: set)");
         return NULL;
     }
-    PyObject *messages = args[0], *field = args[1], *loads = args[3], *time_of = args[4];
+    PyObject *messages = args[0], *path = args[1], *loads = args[3], *time_of = args[4];
     PyObject *slow = args[5], *keys = args[6];
     Py_ssize_t shortest = PyLong_AsSsize_t(args[2]);
     if (shortest == -1 && PyErr_Occurred())
@@ -92,7 +96,7 @@ direct_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(messages); i++) {
         PyObject *m = Py_NewRef(PyList_GET_ITEM(messages, i));
-        PyObject *record = decode_one(m, field, shortest, loads, time_of);
+        PyObject *record = decode_one(m, path, shortest, loads, time_of);
         if (record == NULL && !PyErr_Occurred())
             record = PyObject_CallOneArg(slow, m);
         Py_DECREF(m);

@@ -7,7 +7,7 @@ from confluent_kafka import Message
 
 def decode(
     messages: list[Message],
-    field: str | None,
+    path: tuple[str, ...],
     shortest: int,
     loads: Callable[[bytes], Any],
     time_of: Callable[[Any], int] | None,

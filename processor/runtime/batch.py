@@ -69,7 +69,11 @@ class BatchProcessor:
         self._tables = Tables(topology) if pipeline.tables else None
         group = topology.feature_group
         self._gate = Gate(group) if group is not None else None
-        self._direct = pipeline.direct if self._decoder.json and not self._tables else None
+        # The direct path checks the aggregate's key only: a source key elsewhere in the
+        # record is checked by the general path's `decode`.
+        direct = pipeline.direct
+        keys_agree = direct is not None and self._decoder.key in (None, direct.key_path)
+        self._direct = direct if keys_agree and self._decoder.json and not self._tables else None
 
     def close(self) -> None:
         """Let go of the table reader, if joins have one."""

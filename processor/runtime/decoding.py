@@ -34,7 +34,7 @@ class Decoder:
 
     def __init__(self, source: Source) -> None:
         self.json = source.format == "json"
-        self._key = field_path(source.key) if source.key else None
+        self.key = field_path(source.key) if source.key else None
         self._max = source.max_record_bytes
         self._time = field_path(source.time) if source.time else None
 
@@ -42,8 +42,8 @@ class Decoder:
         body = self._body(value)
         if self._time is not None:
             ts = event_time(body, self._time)
-        if self._key is not None:
-            return Event(key_string(body, self._key), body, offset, ts)
+        if self.key is not None:
+            return Event(key_string(body, self.key), body, offset, ts)
         return Event(key.decode("utf-8", "replace") if key else None, body, offset, ts)
 
     def folded(
@@ -63,7 +63,7 @@ class Decoder:
         path = self._time
         return _direct.decode(
             messages,
-            key[0] if len(key) == 1 else None,
+            key,
             min(self._max, 2 * MAX_DEPTH),  # a record this short cannot nest too deep
             orjson.loads,
             None if path is None else partial(event_time, path=path),

@@ -18,6 +18,7 @@ from tidemark.config.loader import parse_topology
 from tidemark.config.model import Aggregate, Topology
 from tidemark.operators import Event, InMemoryState, RecordError, Stamped, build_pipeline
 from tidemark.operators.aggregate import KeyedAggregate
+from tidemark.processor.runtime.batch import BatchProcessor
 from tidemark.processor.runtime.decoding import Decoder
 
 FIELDS = ["x", "y"]
@@ -25,7 +26,11 @@ FUNCTIONS = ["count", "sum", "min", "max", "avg", "first", "last", "collect", "d
 
 
 def topology(
-    compute: dict[str, Any], source_key: str | None, time: str | None = None, **extra: Any
+    compute: dict[str, Any],
+    source_key: str | None,
+    time: str | None = None,
+    key: str = "user",
+    **extra: Any,
 ) -> Topology:
     source = {"topic": "in", **({"key": source_key} if source_key else {})}
     spec = {
@@ -33,7 +38,7 @@ def topology(
         "kafka": {"bootstrap_servers": "localhost:9092"},
         "mongo": {"uri": "mongodb://localhost", "database": "d"},
         "source": source | ({"time": time} if time else {}),
-        "pipeline": [{"aggregate": {"id": "agg", "key": "user", "compute": compute, **extra}}],
+        "pipeline": [{"aggregate": {"id": "agg", "key": key, "compute": compute, **extra}}],
         "sink": {"topic": "out"},
     }
     return parse_topology(yaml.safe_dump(spec))
@@ -51,6 +56,7 @@ _key = st.one_of(st.sampled_from(["u1", "u2", "u3"]), st.sampled_from([7, "", No
 _extra = {
     "ts": st.one_of(st.integers(0, 2**41), st.sampled_from(["2026-01-01T00:00:00Z", "x", None])),
     "pad": st.just("p" * 400),
+    "g": st.one_of(st.fixed_dictionaries({"user": _key}), _key),  # a nested key: `g.user`
 }
 _optional = dict.fromkeys(FIELDS, _field) | _extra
 _record = st.one_of(
@@ -108,25 +114,27 @@ def test_the_direct_path_is_the_general_path(
 @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     compute=_native_compute,
-    source_key=st.sampled_from([None, "user"]),
     records=st.lists(_record, max_size=40),
     stored=_stored(st.one_of(st.none(), _numbers)),
     batch=st.integers(1, 16),
     emit_from=st.integers(0, 40),
     time=st.sampled_from([None, "ts"]),
+    key=st.sampled_from(["user", "g.user"]),
+    keyed_by_source=st.booleans(),
 )
 def test_the_native_fold_is_the_general_path(
     compute: dict[str, Any],
-    source_key: str | None,
     records: list[bytes],
     stored: dict[str, tuple[Any, int]],
     batch: int,
     emit_from: int,
     time: str | None,
+    key: str,
+    keyed_by_source: bool,
 ) -> None:
     """`fold_encoded` (in C) against the general path: the same outputs, encoded byte for
     byte, the same rejections and state, and the store's accumulators never changed."""
-    t = topology(compute, source_key, time)
+    t = topology(compute, key if keyed_by_source else None, time, key)
     _compare(t, records, stored, batch, native=True, emit_from=emit_from)
 
 
@@ -189,6 +197,19 @@ def _compare(
     assert rejections[1] == rejections[0]
     assert outputs[1] == outputs[0]
     assert states[1].data == states[0].data
+
+
+def test_a_source_key_other_than_the_aggregate_s_keeps_the_general_path() -> None:
+    """Only `decode` checks the source key; the direct path reads the aggregate's."""
+
+    def direct(t: Topology) -> bool:
+        processor = BatchProcessor(t, build_pipeline(t), None, False)  # type: ignore[arg-type]
+        return processor._direct is not None
+
+    count = {"n": "count"}
+    assert direct(topology(count, "user"))
+    assert direct(topology(count, None, key="g.user"))
+    assert not direct(topology(count, "user", key="g.user"))
 
 
 def test_only_a_lone_keyed_aggregate_takes_the_direct_path() -> None:
