@@ -17,6 +17,15 @@ enum { SUM, MIN, MAX, FIRST, LAST };
 
 static PyObject *s_offset, *s_value, *s_timestamp, *zero, *one;
 
+/* Clear an exception the Python code will meet again and report; leave a KeyboardInterrupt
+ * or SystemExit set, to stop the batch. */
+static void
+clear_exception(void)
+{
+    if (PyErr_ExceptionMatches(PyExc_Exception))
+        PyErr_Clear();
+}
+
 /* (group key, value, offset, event time) of one message, a new reference; NULL with no
  * error set when the record is not the common case; NULL with an error set on a bug. */
 static PyObject *
@@ -24,7 +33,7 @@ decode_one(PyObject *m, PyObject *path, Py_ssize_t shortest, PyObject *loads,
            PyObject *time_of)
 {
     PyObject *value, *body = NULL, *offset = NULL, *stamp = NULL, *ts = NULL, *result = NULL;
-    PyObject *group;
+    PyObject *group, *key = NULL;
 
     value = PyObject_CallMethodNoArgs(m, s_value);
     if (value == NULL)
@@ -34,7 +43,7 @@ decode_one(PyObject *m, PyObject *path, Py_ssize_t shortest, PyObject *loads,
         goto done;
     body = PyObject_CallOneArg(loads, value);
     if (body == NULL) {
-        PyErr_Clear(); /* the callback decodes it again and says why */
+        clear_exception(); /* the callback decodes it again and says why */
         goto done;
     }
     group = body; /* the field at `path`, through nested objects */
@@ -45,6 +54,7 @@ decode_one(PyObject *m, PyObject *path, Py_ssize_t shortest, PyObject *loads,
     if (group == NULL || !PyDict_CheckExact(body) || !PyUnicode_CheckExact(group) ||
         PyUnicode_GET_LENGTH(group) == 0)
         goto done;
+    key = Py_NewRef(group); /* held: `time_of` runs Python code on `body` */
     offset = PyObject_CallMethodNoArgs(m, s_offset);
     if (offset == NULL)
         goto done;
@@ -61,13 +71,14 @@ decode_one(PyObject *m, PyObject *path, Py_ssize_t shortest, PyObject *loads,
     else {
         ts = PyObject_CallOneArg(time_of, body);
         if (ts == NULL) {
-            PyErr_Clear();
+            clear_exception();
             goto done;
         }
     }
-    result = PyTuple_Pack(4, group, body, offset, ts);
+    result = PyTuple_Pack(4, key, body, offset, ts);
 done:
     Py_DECREF(value);
+    Py_XDECREF(key);
     Py_XDECREF(body);
     Py_XDECREF(offset);
     Py_XDECREF(stamp);
@@ -143,7 +154,7 @@ fold_one(PyObject *stored, int owned, PyObject *value, PyObject *counts, PyObjec
     for (Py_ssize_t i = 0; i < c; i++) {
         PyObject *name = PyTuple_GET_ITEM(counts, i);
         PyObject *old = stored ? PyDict_GetItemWithError(stored, name) : NULL;
-        PyObject *new = PyNumber_Add(old ? old : zero, one);
+        PyObject *new = PyErr_Occurred() ? NULL : PyNumber_Add(old ? old : zero, one);
         if (new == NULL)
             goto slow;
         names[n] = name;
@@ -215,107 +226,142 @@ fold_one(PyObject *stored, int owned, PyObject *value, PyObject *counts, PyObjec
         Py_DECREF(updates[i]);
     return acc;
 slow:
-    PyErr_Clear();
     for (Py_ssize_t i = 0; i < n; i++)
         Py_DECREF(updates[i]);
+    clear_exception();
     return NULL;
 }
 
-/* Append (key as UTF-8, value as JSON, event time) to `produced`; -1 on error. */
+/* Append (key as UTF-8, value as JSON, event time) to `produced`; -1 on error. The value
+ * is the accumulator itself unless it holds names that are no longer aggregations (state
+ * from an earlier version of the step): then `result` reads the aggregations out of it. */
 static int
-encode(PyObject *produced, PyObject *key, PyObject *acc, PyObject *ts, PyObject *dumps)
+encode(PyObject *produced, PyObject *key, PyObject *acc, Py_ssize_t aggregations,
+       PyObject *ts, PyObject *result, PyObject *dumps)
 {
-    PyObject *k = PyUnicode_AsUTF8String(key), *v = NULL, *row = NULL;
+    PyObject *k = PyUnicode_AsUTF8String(key), *out = NULL, *v = NULL, *row = NULL;
     int rc = -1;
-    if (k == NULL || (v = PyObject_CallOneArg(dumps, acc)) == NULL ||
+    if (k == NULL)
+        goto done;
+    out = PyDict_GET_SIZE(acc) == aggregations ? Py_NewRef(acc) : PyObject_CallOneArg(result, acc);
+    if (out == NULL || (v = PyObject_CallOneArg(dumps, out)) == NULL ||
         (row = PyTuple_Pack(3, k, v, ts)) == NULL)
         goto done;
     rc = PyList_Append(produced, row);
 done:
     Py_XDECREF(k);
+    Py_XDECREF(out);
     Py_XDECREF(v);
     Py_XDECREF(row);
     return rc;
 }
 
-/* fold(records, latest, written, counts, plan, slow, dumps, emit_from) -> produced */
+/* Whether `plan` is a tuple of (name: str, how: int, field: str), as `fold_one` reads it. */
+static int
+plan_ok(PyObject *plan)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(plan); i++) {
+        PyObject *step = PyTuple_GET_ITEM(plan, i);
+        if (!PyTuple_CheckExact(step) || PyTuple_GET_SIZE(step) != 3 ||
+            !PyUnicode_Check(PyTuple_GET_ITEM(step, 0)) ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(step, 1)) ||
+            !PyUnicode_Check(PyTuple_GET_ITEM(step, 2)))
+            return 0;
+    }
+    return 1;
+}
+
+/* Fold one record (key, value, offset, event time) in; 0, or -1 with an error set. */
+static int
+fold_record(PyObject *record, PyObject *const *args, long long emit_from, PyObject *produced)
+{
+    PyObject *latest = args[1], *written = args[2], *counts = args[3], *plan = args[4];
+    PyObject *key = PyTuple_GET_ITEM(record, 0), *value = PyTuple_GET_ITEM(record, 1);
+    PyObject *offset = PyTuple_GET_ITEM(record, 2), *ts = PyTuple_GET_ITEM(record, 3);
+    PyObject *current, *acc = NULL, *entry = NULL;
+    int rc = -1;
+
+    long long at = PyLong_AsLongLong(offset);
+    if (at == -1 && PyErr_Occurred())
+        return -1;
+    current = PyDict_GetItemWithError(latest, key); /* (accumulator, offset) */
+    if (current == NULL && PyErr_Occurred())
+        return -1;
+    Py_XINCREF(current); /* held: `latest` changes below */
+    if (current != NULL) {
+        if (!PyTuple_Check(current) || PyTuple_GET_SIZE(current) != 2) {
+            PyErr_SetString(PyExc_TypeError, "a stored entry is (accumulator, offset)");
+            goto done;
+        }
+        long long stamped = PyLong_AsLongLong(PyTuple_GET_ITEM(current, 1));
+        if (stamped == -1 && PyErr_Occurred())
+            goto done;
+        if (stamped >= at) { /* applied before a crash: the recovery rule */
+            rc = 0;
+            goto done;
+        }
+        PyObject *stored = PyTuple_GET_ITEM(current, 0); /* None: deleted */
+        int owned = stored != Py_None && PyDict_GetItemWithError(written, key) == current;
+        acc = fold_one(stored == Py_None ? NULL : stored, owned, value, counts, plan);
+    }
+    else {
+        acc = fold_one(NULL, 0, value, counts, plan);
+    }
+    if (acc == NULL) {
+        if (PyErr_Occurred())
+            goto done;
+        acc = PyObject_Vectorcall(args[5], ((PyTupleObject *)record)->ob_item, 4, NULL);
+        if (acc == NULL)
+            goto done;
+        if (acc == Py_None) { /* refused: dead-lettered by the callback */
+            rc = 0;
+            goto done;
+        }
+    }
+    else if ((entry = PyTuple_Pack(2, acc, offset)) == NULL ||
+             PyDict_SetItem(latest, key, entry) < 0 || PyDict_SetItem(written, key, entry) < 0) {
+        goto done;
+    }
+    if (at < emit_from) {
+        rc = 0;
+        goto done;
+    }
+    Py_ssize_t aggregations = PyTuple_GET_SIZE(counts) + PyTuple_GET_SIZE(plan);
+    rc = encode(produced, key, acc, aggregations, ts, args[6], args[7]);
+done:
+    Py_XDECREF(current);
+    Py_XDECREF(acc);
+    Py_XDECREF(entry);
+    return rc;
+}
+
+/* fold(records, latest, written, counts, plan, slow, result, dumps, emit_from) -> produced */
 static PyObject *
 direct_fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 8 || !PyList_Check(args[0]) || !PyDict_Check(args[1]) ||
-        !PyDict_Check(args[2]) || !PyTuple_Check(args[3]) || !PyTuple_Check(args[4])) {
+    if (nargs != 9 || !PyList_Check(args[0]) || !PyDict_Check(args[1]) ||
+        !PyDict_Check(args[2]) || !PyTuple_Check(args[3]) || !PyTuple_Check(args[4]) ||
+        !plan_ok(args[4])) {
         PyErr_SetString(PyExc_TypeError,
                         "fold(records: list, latest: dict, written: dict, counts: tuple, "
-                        "plan: tuple, slow, dumps, emit_from)");
+                        "plan: tuple of (name, how, field), slow, result, dumps, emit_from)");
         return NULL;
     }
-    PyObject *records = args[0], *latest = args[1], *written = args[2], *counts = args[3];
-    PyObject *plan = args[4], *slow = args[5], *dumps = args[6];
-    long long emit_from = PyLong_AsLongLong(args[7]);
+    long long emit_from = PyLong_AsLongLong(args[8]);
     if (emit_from == -1 && PyErr_Occurred())
         return NULL;
-    PyObject *produced = PyList_New(0);
+    PyObject *records = args[0], *produced = PyList_New(0);
     if (produced == NULL)
         return NULL;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(records); i++) {
         PyObject *record = Py_NewRef(PyList_GET_ITEM(records, i));
-        PyObject *acc = NULL, *entry = NULL;
-        int ok = 0;
-        if (!PyTuple_CheckExact(record) || PyTuple_GET_SIZE(record) != 4) {
+        int rc = -1;
+        if (!PyTuple_Check(record) || PyTuple_GET_SIZE(record) != 4)
             PyErr_SetString(PyExc_TypeError, "a record is (key, value, offset, event time)");
-            goto next;
-        }
-        PyObject *key = PyTuple_GET_ITEM(record, 0), *value = PyTuple_GET_ITEM(record, 1);
-        PyObject *offset = PyTuple_GET_ITEM(record, 2), *ts = PyTuple_GET_ITEM(record, 3);
-        long long at = PyLong_AsLongLong(offset);
-        if (at == -1 && PyErr_Occurred())
-            goto next;
-        PyObject *current = PyDict_GetItemWithError(latest, key); /* (accumulator, offset) */
-        if (current == NULL && PyErr_Occurred())
-            goto next;
-        if (current != NULL && (!PyTuple_Check(current) || PyTuple_GET_SIZE(current) != 2)) {
-            PyErr_SetString(PyExc_TypeError, "a stored entry is (accumulator, offset)");
-            goto next;
-        }
-        if (current != NULL) {
-            long long done = PyLong_AsLongLong(PyTuple_GET_ITEM(current, 1));
-            if (done == -1 && PyErr_Occurred())
-                goto next;
-            if (done >= at) { /* applied before a crash: the recovery rule */
-                ok = 1;
-                goto next;
-            }
-            Py_INCREF(current); /* held while `latest` changes below */
-            PyObject *stored = PyTuple_GET_ITEM(current, 0); /* None: deleted */
-            int owned = PyDict_GetItemWithError(written, key) == current;
-            acc = fold_one(stored == Py_None ? NULL : stored, owned, value, counts, plan);
-            Py_DECREF(current);
-        }
-        else {
-            acc = fold_one(NULL, 0, value, counts, plan);
-        }
-        if (acc == NULL) {
-            if (PyErr_Occurred())
-                goto next;
-            acc = PyObject_Vectorcall(slow, ((PyTupleObject *)record)->ob_item, 4, NULL);
-            if (acc == NULL)
-                goto next;
-            if (acc == Py_None) { /* refused: dead-lettered by the callback */
-                ok = 1;
-                goto next;
-            }
-        }
-        else if ((entry = PyTuple_Pack(2, acc, offset)) == NULL ||
-                 PyDict_SetItem(latest, key, entry) < 0 ||
-                 PyDict_SetItem(written, key, entry) < 0) {
-            goto next;
-        }
-        ok = at < emit_from || encode(produced, key, acc, ts, dumps) == 0;
-    next:
-        Py_XDECREF(acc);
-        Py_XDECREF(entry);
+        else
+            rc = fold_record(record, args, emit_from, produced);
         Py_DECREF(record);
-        if (!ok) {
+        if (rc < 0) {
             Py_DECREF(produced);
             return NULL;
         }

@@ -21,6 +21,7 @@ def fold(
     counts: tuple[str, ...],
     plan: tuple[tuple[str, int, str], ...],
     slow: Callable[[str, Any, int, int], Any],
+    result: Callable[[dict[str, Any]], Any],
     dumps: Callable[[Any], bytes],
     emit_from: int,
 ) -> list[tuple[bytes, bytes, int]]: ...

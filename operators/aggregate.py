@@ -116,7 +116,15 @@ class KeyedAggregate:
             return acc
 
         produced = _direct.fold(
-            records, latest, written, self._acc.counts, plan, refold, orjson.dumps, emit_from
+            records,
+            latest,
+            written,
+            self._acc.counts,
+            plan,
+            refold,
+            self._acc.result,
+            orjson.dumps,
+            emit_from,
         )
         state.write(written)
         return produced

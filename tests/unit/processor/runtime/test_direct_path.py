@@ -122,6 +122,16 @@ def test_the_direct_path_is_the_general_path(
     key=st.sampled_from(["user", "g.user"]),
     keyed_by_source=st.booleans(),
 )
+@example(  # state holding a name the step no longer computes: the output leaves it out
+    compute={"a": "count"},
+    records=[b'{"user": "u1"}'],
+    stored={"u1": ({"z": 1}, -1)},
+    batch=1,
+    emit_from=0,
+    time=None,
+    key="user",
+    keyed_by_source=True,
+)
 def test_the_native_fold_is_the_general_path(
     compute: dict[str, Any],
     records: list[bytes],
