@@ -46,13 +46,20 @@ def unsettled(exc: KafkaException) -> bool:
     return isinstance(error, KafkaError) and error.code() == KafkaError._TIMED_OUT
 
 
+# A seal asks this while a broker may be restarting: an answer that does not come within
+# this fails the try, and the outage loop asks again (the default would wait a minute).
+OFFSETS_TIMEOUT = 5.0
+
+
 def settled_offsets(topology: Topology, partitions: list[TopicPartition]) -> dict[int, int]:
     """The group's committed offsets as settled so far, pending ones left out (blocking)."""
     admin = AdminClient(base(topology))
     wanted = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
     request = ConsumerGroupTopicPartitions(topology.name, wanted)
-    futures = admin.list_consumer_group_offsets([request], require_stable=False)
-    found = futures[topology.name].result(timeout=30).topic_partitions or []
+    futures = admin.list_consumer_group_offsets(
+        [request], require_stable=False, request_timeout=OFFSETS_TIMEOUT
+    )
+    found = futures[topology.name].result(timeout=OFFSETS_TIMEOUT + 1).topic_partitions or []
     return {tp.partition: tp.offset for tp in found if tp.error is None and tp.offset >= 0}
 
 
