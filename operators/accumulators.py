@@ -202,7 +202,7 @@ class Accumulators:
 
     def __init__(self, compute: dict[str, AggregationSpec]) -> None:
         self.aggregations = [Aggregation(name, spec) for name, spec in compute.items()]
-        self._counts = [a.name for a in self.aggregations if a.function == "count"]
+        self.counts = tuple(a.name for a in self.aggregations if a.function == "count")
         self._plan = [
             (a.name, _INLINE.get(a.function, _OTHER) if len(a.path) == 1 else _OTHER, a)
             for a in self.aggregations
@@ -210,9 +210,8 @@ class Accumulators:
         ]
         # The result of these is the accumulator itself (`result` reads each entry as is).
         self._plain = all(a.function in ("count", *_INLINE) for a in self.aggregations)
-        # What the native fold (`_direct.fold`) takes, when it covers every aggregation:
-        # plain ones of top-level fields, as (name, how, field).
-        self.counts = tuple(self._counts)
+        # What the native fold (`_direct.fold`) takes besides `counts`, when it covers every
+        # aggregation: plain ones of top-level fields, as (name, how, field).
         self.native_plan = (
             tuple((name, how, a.path[0]) for name, how, a in self._plan)
             if self._plain and all(how != _OTHER for _, how, _ in self._plan)
@@ -230,7 +229,7 @@ class Accumulators:
         if type(value) is not dict:
             self.fold(acc, value)  # raises: the aggregations read fields of an object
             return acc
-        for name in self._counts:
+        for name in self.counts:
             acc[name] = acc.get(name, 0) + 1
         for name, how, aggregation in self._plan:
             x: Any = value.get(aggregation.path[0], _MISSING) if how != _OTHER else _MISSING

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -20,6 +20,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from pymongo.database import Database
 
 from tests.support import Services, Topics, wait_until
+from tidemark.config import Topology, load_topology
+from tidemark.processor.kafka.transaction import Transaction
 from tidemark.state.names import CHECKPOINTS, state_collection
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,6 +60,21 @@ def write_topology(
     }
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+@contextlib.asynccontextmanager
+async def started_transaction(
+    services: Services, tmp_path: Path, source: str, sink: str
+) -> AsyncIterator[tuple[Topology, Transaction]]:
+    """`write_topology`'s topology and its started `Transaction`, aborted at the end."""
+    path = write_topology(tmp_path / "t.yaml", services, "unused", f"g-{source[-6:]}", source, sink)
+    topology = load_topology(path)
+    tx = Transaction(topology, "test")
+    await tx.start()
+    try:
+        yield topology, tx
+    finally:
+        await tx.abort()
 
 
 class Counting(NamedTuple):

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from tests.pipelines import read_topic, write_topology
+from tests.pipelines import read_topic, started_transaction, write_topology
 from tests.support import Services, Topics
 from tidemark.config import Topology, faults, load_topology
 from tidemark.processor.kafka import clients
@@ -127,10 +127,7 @@ async def test_an_abort_after_a_refused_record_still_seals(
 ) -> None:
     source = make_topic("clicks", 1)
     sink = make_topic("out", 2, {"max.message.bytes": "2000"})
-    path = write_topology(tmp_path / "t.yaml", services, "unused", f"g-{source[-6:]}", source, sink)
-    tx = Transaction(load_topology(path), "test")
-    await tx.start()
-    try:
+    async with started_transaction(services, tmp_path, source, sink) as (_, tx):
         tx.produce(sink, b"k", b"x" * 10_000, partition=0)  # the broker refuses it
         assert not await tx.commit(), "a transaction with a refused record committed"
         await tx.abort()  # bumps the producer's epoch, purging as it goes; then seals
@@ -139,8 +136,6 @@ async def test_an_abort_after_a_refused_record_still_seals(
         assert {m.partition() for m in seen if m.headers() == SEAL_HEADERS} == {0, 1}
         tx.produce(sink, b"k", b"fits", partition=0)
         assert await tx.commit(), "no usable transaction after the seal"
-    finally:
-        await tx.abort()
 
 
 async def test_a_crash_before_the_seal_leaves_nothing_visible_and_the_next_owner_commits(
