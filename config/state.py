@@ -28,6 +28,60 @@ class Stamped(NamedTuple):
     offset: int
 
 
+class TableEntry(Protocol):
+    """A `Table`'s value of one key (`_direct.Entry`, made by the C fold)."""
+
+    @property
+    def value(self) -> Any:
+        """The value (an accumulator)."""
+
+    @property
+    def offset(self) -> int:
+        """The offset of the last record applied to it."""
+
+    owned: bool  # False: a flush holds the value, so the next change copies it first
+
+
+class Table:
+    """The values of one operator in one partition that the operator keeps in memory itself
+    and changes in place (the direct path's accumulators, `operators/_direct.c`); the store
+    only reads what the table lacks and writes back what changed, at each flush.
+
+    `dirty`: the keys changed since the last flush; only their entries are `owned`.
+    """
+
+    def __init__(self) -> None:
+        self.entries: dict[str, TableEntry] = {}
+        self.dirty: set[str] = set()
+        self.hits = 0  # keys of a batch found here, for the store's cache metrics
+
+    def take_dirty(self) -> list[tuple[str, Any, int]]:
+        """(key, value, offset) of each key changed since the last call, for a flush."""
+        taken = []
+        for key in self.dirty:
+            entry = self.entries[key]
+            entry.owned = False
+            taken.append((key, entry.value, entry.offset))
+        self.dirty = set()
+        return taken
+
+    def evict(self, limit: int) -> int:
+        """Drop entries not changed since the last flush, while over `limit`; how many.
+        A dropped key is read again when it comes back: from the flush if one still
+        writes it, else from storage, which has it by then."""
+        over = len(self.entries) - limit
+        if over <= 0:
+            return 0
+        clean = [key for key in self.entries if key not in self.dirty][:over]
+        for key in clean:
+            del self.entries[key]
+        return len(clean)
+
+    def forget(self) -> None:
+        self.entries.clear()
+        self.dirty.clear()
+
+
 class State(Protocol):
     """Keyed state of one operator in one partition."""
 
@@ -51,6 +105,10 @@ class State(Protocol):
 
     def delete(self, key: str, offset: int) -> None:
         """Delete `key` as of the event at `offset` (kept as a tombstone until checkpointed)."""
+
+    def table(self) -> Table:
+        """The operator's `Table` in this partition (one per operator and partition). An
+        operator that uses it reads and changes its keys there only, `read` aside."""
 
     async def scan(self, low: str, high: str) -> list[tuple[str, Stamped]]:
         """Every live key in `[low, high)`, in key order, with its value; `get` then answers

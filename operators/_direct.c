@@ -10,6 +10,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 /* How `fold` handles an aggregation: the `_SUM`.. constants of accumulators.py. */
 enum { SUM, MIN, MAX, FIRST, LAST };
@@ -138,8 +139,8 @@ is_number(PyObject *x)
 
 /* The accumulator after folding `value` into `stored` (NULL: none yet), a new reference;
  * NULL with no error set when the Python fold must do it. `stored` is changed in place only
- * when `owned` (made by this batch, its earlier outputs encoded already); otherwise the
- * result is a copy, since the store's accumulators may be in a flush being encoded. */
+ * when `owned` (the table's own, made since the last flush; its earlier outputs are encoded
+ * already); otherwise the result is a copy, since a flush may be encoding `stored`. */
 static PyObject *
 fold_one(PyObject *stored, int owned, PyObject *value, PyObject *counts, PyObject *plan)
 {
@@ -239,17 +240,14 @@ static int
 encode(PyObject *produced, PyObject *key, PyObject *acc, Py_ssize_t aggregations,
        PyObject *ts, PyObject *result, PyObject *dumps)
 {
-    PyObject *k = PyUnicode_AsUTF8String(key), *out = NULL, *v = NULL, *row = NULL;
+    PyObject *out = NULL, *v = NULL, *row = NULL;
     int rc = -1;
-    if (k == NULL)
-        goto done;
     out = PyDict_GET_SIZE(acc) == aggregations ? Py_NewRef(acc) : PyObject_CallOneArg(result, acc);
     if (out == NULL || (v = PyObject_CallOneArg(dumps, out)) == NULL ||
-        (row = PyTuple_Pack(3, k, v, ts)) == NULL)
+        (row = PyTuple_Pack(3, key, v, ts)) == NULL)
         goto done;
     rc = PyList_Append(produced, row);
 done:
-    Py_XDECREF(k);
     Py_XDECREF(out);
     Py_XDECREF(v);
     Py_XDECREF(row);
@@ -271,83 +269,174 @@ plan_ok(PyObject *plan)
     return 1;
 }
 
+/* A table's entry of one key: one object, so that a record touches one place for its key's
+ * accumulator and offset (each a miss of the CPU's caches at 100,000 keys). Not tracked by
+ * the cyclic collector: what it holds, JSON values and bytes, cannot refer back to it. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *value;     /* the accumulator */
+    long long offset;    /* of the last record folded into it */
+    PyObject *key_bytes; /* the key as UTF-8, for the outputs */
+    char owned;          /* made since the last flush: changed in place */
+} Entry;
+
+static void
+entry_dealloc(Entry *self)
+{
+    Py_XDECREF(self->value);
+    Py_XDECREF(self->key_bytes);
+    PyObject_Free(self);
+}
+
+static PyMemberDef entry_members[] = {
+    {"value", T_OBJECT_EX, offsetof(Entry, value), READONLY, "the accumulator"},
+    {"offset", T_LONGLONG, offsetof(Entry, offset), READONLY, "of the last record in it"},
+    {"owned", T_BOOL, offsetof(Entry, owned), 0, "False once a flush holds the value"},
+    {NULL},
+};
+
+static PyTypeObject EntryType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "tidemark.operators._direct.Entry",
+    .tp_basicsize = sizeof(Entry),
+    .tp_dealloc = (destructor)entry_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A table's accumulator of one key (`config/state.py`, `Table`).",
+    .tp_members = entry_members,
+};
+
+/* The key's accumulator before a record at offset `at`, borrowed (NULL: none yet), from
+ * what storage held ((accumulator or None, offset), or NULL: never written); 1 when that
+ * record was applied before a crash (the recovery rule), -1 on error. */
+static int
+stored_before(PyObject *current, long long at, PyObject **stored)
+{
+    *stored = NULL;
+    if (current == NULL)
+        return 0;
+    if (!PyTuple_Check(current) || PyTuple_GET_SIZE(current) != 2) {
+        PyErr_SetString(PyExc_TypeError, "a stored entry is (accumulator, offset)");
+        return -1;
+    }
+    long long stamped = PyLong_AsLongLong(PyTuple_GET_ITEM(current, 1));
+    if (stamped == -1 && PyErr_Occurred())
+        return -1;
+    if (stamped >= at)
+        return 1;
+    if (PyTuple_GET_ITEM(current, 0) != Py_None) /* None: deleted */
+        *stored = PyTuple_GET_ITEM(current, 0);
+    return 0;
+}
+
+/* Keep `acc` as the key's value at `at` in the table: in its `entry`, owned from now on,
+ * or in a new one; the key is dirty either way. The entry (borrowed: the table holds it),
+ * or NULL with an error set. */
+static Entry *
+keep(PyObject *entries, PyObject *dirty, Entry *entry, PyObject *key, PyObject *acc,
+     long long at)
+{
+    if (entry != NULL) {
+        Py_SETREF(entry->value, Py_NewRef(acc));
+        entry->offset = at;
+        if (entry->owned)
+            return entry; /* dirty already */
+        entry->owned = 1;
+        return PySet_Add(dirty, key) < 0 ? NULL : entry;
+    }
+    PyObject *k = PyUnicode_AsUTF8String(key);
+    if (k == NULL || (entry = PyObject_New(Entry, &EntryType)) == NULL) {
+        Py_XDECREF(k);
+        return NULL;
+    }
+    entry->value = Py_NewRef(acc);
+    entry->offset = at;
+    entry->key_bytes = k;
+    entry->owned = 1;
+    int rc = PyDict_SetItem(entries, key, (PyObject *)entry);
+    Py_DECREF(entry); /* held by `entries`, which keeps it through this batch */
+    return rc < 0 || PySet_Add(dirty, key) < 0 ? NULL : entry;
+}
+
 /* Fold one record (key, value, offset, event time) in; 0, or -1 with an error set. */
 static int
 fold_record(PyObject *record, PyObject *const *args, long long emit_from, PyObject *produced)
 {
-    PyObject *latest = args[1], *written = args[2], *counts = args[3], *plan = args[4];
+    PyObject *latest = args[1], *entries = args[2], *dirty = args[3];
+    PyObject *counts = args[4], *plan = args[5];
     PyObject *key = PyTuple_GET_ITEM(record, 0), *value = PyTuple_GET_ITEM(record, 1);
     PyObject *offset = PyTuple_GET_ITEM(record, 2), *ts = PyTuple_GET_ITEM(record, 3);
-    PyObject *current, *acc = NULL, *entry = NULL;
-    int rc = -1;
+    PyObject *stored = NULL, *acc;
+    int rc;
 
     long long at = PyLong_AsLongLong(offset);
     if (at == -1 && PyErr_Occurred())
         return -1;
-    current = PyDict_GetItemWithError(latest, key); /* (accumulator, offset) */
-    if (current == NULL && PyErr_Occurred())
-        return -1;
-    Py_XINCREF(current); /* held: `latest` changes below */
-    if (current != NULL) {
-        if (!PyTuple_Check(current) || PyTuple_GET_SIZE(current) != 2) {
-            PyErr_SetString(PyExc_TypeError, "a stored entry is (accumulator, offset)");
-            goto done;
+    /* The table's entry, else what storage held before this batch. */
+    Entry *entry = (Entry *)PyDict_GetItemWithError(entries, key);
+    if (entry != NULL) {
+        if (!Py_IS_TYPE(entry, &EntryType)) {
+            PyErr_SetString(PyExc_TypeError, "a table's entries are `_direct.Entry`s");
+            return -1;
         }
-        long long stamped = PyLong_AsLongLong(PyTuple_GET_ITEM(current, 1));
-        if (stamped == -1 && PyErr_Occurred())
-            goto done;
-        if (stamped >= at) { /* applied before a crash: the recovery rule */
-            rc = 0;
-            goto done;
-        }
-        PyObject *stored = PyTuple_GET_ITEM(current, 0); /* None: deleted */
-        int owned = stored != Py_None && PyDict_GetItemWithError(written, key) == current;
-        acc = fold_one(stored == Py_None ? NULL : stored, owned, value, counts, plan);
+        if (entry->offset >= at)
+            return 0; /* applied already: the recovery rule */
+        stored = entry->value;
     }
     else {
-        acc = fold_one(NULL, 0, value, counts, plan);
-    }
-    if (acc == NULL) {
         if (PyErr_Occurred())
-            goto done;
-        acc = PyObject_Vectorcall(args[5], ((PyTupleObject *)record)->ob_item, 4, NULL);
-        if (acc == NULL)
-            goto done;
-        if (acc == Py_None) { /* refused: dead-lettered by the callback */
-            rc = 0;
-            goto done;
-        }
+            return -1;
+        PyObject *current = PyDict_GetItemWithError(latest, key);
+        if (current == NULL && PyErr_Occurred())
+            return -1;
+        if ((rc = stored_before(current, at, &stored)) != 0)
+            return rc < 0 ? -1 : 0;
     }
-    else if ((entry = PyTuple_Pack(2, acc, offset)) == NULL ||
-             PyDict_SetItem(latest, key, entry) < 0 || PyDict_SetItem(written, key, entry) < 0) {
+    int owned = entry != NULL && entry->owned;
+    Py_XINCREF(entry); /* held: the callback runs Python code */
+    Py_XINCREF(stored);
+    acc = fold_one(stored, owned, value, counts, plan);
+    if (acc == NULL && !PyErr_Occurred()) {
+        PyObject *call[5] = {key, value, offset, ts, stored ? stored : Py_None};
+        acc = PyObject_Vectorcall(args[6], call, 5, NULL);
+    }
+    Py_XDECREF(stored);
+    rc = -1;
+    if (acc == NULL)
+        goto done;
+    if (acc == Py_None) { /* refused: dead-lettered by the callback */
+        rc = 0;
         goto done;
     }
+    Entry *kept = keep(entries, dirty, entry, key, acc, at);
+    if (kept == NULL)
+        goto done;
     if (at < emit_from) {
         rc = 0;
         goto done;
     }
     Py_ssize_t aggregations = PyTuple_GET_SIZE(counts) + PyTuple_GET_SIZE(plan);
-    rc = encode(produced, key, acc, aggregations, ts, args[6], args[7]);
+    rc = encode(produced, kept->key_bytes, acc, aggregations, ts, args[7], args[8]);
 done:
-    Py_XDECREF(current);
-    Py_XDECREF(acc);
     Py_XDECREF(entry);
+    Py_XDECREF(acc);
     return rc;
 }
 
-/* fold(records, latest, written, counts, plan, slow, result, dumps, emit_from) -> produced */
+/* fold(records, latest, entries, dirty, counts, plan, slow, result, dumps, emit_from)
+ * -> produced */
 static PyObject *
 direct_fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 9 || !PyList_Check(args[0]) || !PyDict_Check(args[1]) ||
-        !PyDict_Check(args[2]) || !PyTuple_Check(args[3]) || !PyTuple_Check(args[4]) ||
-        !plan_ok(args[4])) {
+    if (nargs != 10 || !PyList_Check(args[0]) || !PyDict_Check(args[1]) ||
+        !PyDict_Check(args[2]) || !PySet_Check(args[3]) || !PyTuple_Check(args[4]) ||
+        !PyTuple_Check(args[5]) || !plan_ok(args[5])) {
         PyErr_SetString(PyExc_TypeError,
-                        "fold(records: list, latest: dict, written: dict, counts: tuple, "
-                        "plan: tuple of (name, how, field), slow, result, dumps, emit_from)");
+                        "fold(records: list, latest: dict, entries: dict, dirty: set, "
+                        "counts: tuple, plan: tuple of (name, how, field), slow, result, "
+                        "dumps, emit_from)");
         return NULL;
     }
-    long long emit_from = PyLong_AsLongLong(args[8]);
+    long long emit_from = PyLong_AsLongLong(args[9]);
     if (emit_from == -1 && PyErr_Occurred())
         return NULL;
     PyObject *records = args[0], *produced = PyList_New(0);
@@ -390,7 +479,10 @@ PyInit__direct(void)
     s_timestamp = PyUnicode_InternFromString("timestamp");
     zero = PyLong_FromLong(0);
     one = PyLong_FromLong(1);
-    if (!s_offset || !s_value || !s_timestamp || !zero || !one)
+    if (!s_offset || !s_value || !s_timestamp || !zero || !one || PyType_Ready(&EntryType) < 0)
         return NULL;
-    return PyModule_Create(&module);
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddObjectRef(m, "Entry", (PyObject *)&EntryType) < 0)
+        Py_CLEAR(m);
+    return m;
 }

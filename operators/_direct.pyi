@@ -5,6 +5,15 @@ from typing import Any
 
 from confluent_kafka import Message
 
+class Entry:
+    """A table's accumulator of one key (`config/state.py`, `Table`)."""
+
+    @property
+    def value(self) -> Any: ...
+    @property
+    def offset(self) -> int: ...
+    owned: bool
+
 def decode(
     messages: list[Message],
     path: tuple[str, ...],
@@ -17,10 +26,11 @@ def decode(
 def fold(
     records: list[tuple[str, Any, int, int]],
     latest: dict[str, tuple[Any, int]],
-    written: dict[str, tuple[Any, int]],
+    entries: dict[str, Any],
+    dirty: set[str],
     counts: tuple[str, ...],
     plan: tuple[tuple[str, int, str], ...],
-    slow: Callable[[str, Any, int, int], Any],
+    slow: Callable[[str, Any, int, int, Any], Any],
     result: Callable[[dict[str, Any]], Any],
     dumps: Callable[[Any], bytes],
     emit_from: int,

@@ -60,6 +60,14 @@ class KeyedAggregate:
         `processor/runtime/batch.py`): one `State.read` for the batch."""
         return dict(await state.read(keys))
 
+    async def unheld(self, keys: Collection[str], state: State) -> Latest:
+        """`latest` of those of `keys` the state's table lacks (`fold_encoded`'s read)."""
+        table = state.table()
+        entries = table.entries  # not `keys - entries.keys()`: that walks the whole table
+        missing = [key for key in keys if key not in entries]
+        table.hits += len(keys) - len(missing)
+        return dict(await state.read(missing)) if missing else {}
+
     def fold_batch(
         self, records: list[Folded], latest: Latest, state: State, on_error: OnError
     ) -> list[Folded]:
@@ -98,27 +106,26 @@ class KeyedAggregate:
         emit_from: int,
     ) -> list[tuple[bytes, bytes, int]]:
         """`fold_batch` with each output encoded as (key, JSON value, event time), those at
-        or past `emit_from` only, folded in C (`_direct.c`); a record it does not cover goes
+        or past `emit_from` only, folded in C (`_direct.c`) into the state's table, where
+        `latest` (from `unheld`) fills in what it lacks; a record the C does not cover goes
         through `Accumulators.folded`."""
         plan = self._acc.native_plan
         assert plan is not None, "fold_encoded needs `encodes`"
-        written: Latest = {}
         folded = self._acc.folded
 
-        def refold(key: str, value: Any, offset: int, timestamp: int) -> Any:
-            current = latest.get(key)
+        def refold(key: str, value: Any, offset: int, timestamp: int, current: Any) -> Any:
             try:
-                acc = folded(current[0] if current is not None else None, value)
+                return folded(current, value)
             except RecordError as exc:
                 on_error(Event(key, value, offset, timestamp), exc)
                 return None
-            latest[key] = written[key] = (acc, offset)
-            return acc
 
-        produced = _direct.fold(
+        table = state.table()
+        return _direct.fold(
             records,
             latest,
-            written,
+            table.entries,
+            table.dirty,
             self._acc.counts,
             plan,
             refold,
@@ -126,5 +133,3 @@ class KeyedAggregate:
             orjson.dumps,
             emit_from,
         )
-        state.write(written)
-        return produced

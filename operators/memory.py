@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from tidemark.config.state import NO_TIME, Stamped
+from tidemark.config.state import NO_TIME, Stamped, Table
 
 
 class InMemoryState:
@@ -15,6 +15,7 @@ class InMemoryState:
         self.data: dict[str, Stamped] = {}
         self.stream_time = NO_TIME
         self.clocks: dict[str, int] = {}  # named clocks besides `stream_time`
+        self._table = Table()
 
     async def prefetch(self, keys: Collection[str]) -> None:
         return None
@@ -33,6 +34,15 @@ class InMemoryState:
 
     def write(self, values: Mapping[str, tuple[Any, int]]) -> None:
         self.data.update((key, Stamped(*pair)) for key, pair in values.items())
+
+    def table(self) -> Table:
+        return self._table
+
+    def settle(self, entries: int = 1 << 31) -> None:
+        """Write the table's changes into `data`, as a store's flush does, keeping at most
+        about `entries` in the table (`Table.evict`)."""
+        self._table.evict(entries)
+        self.data.update((key, Stamped(v, off)) for key, v, off in self._table.take_dirty())
 
     async def scan(self, low: str, high: str) -> list[tuple[str, Stamped]]:
         return [

@@ -3,7 +3,9 @@
 Reads: the pipeline prefetches the keys of a batch with one query; `get` then answers from
 memory. Writes: `put`/`delete` only touch memory and mark the key dirty with the offset that
 changed it; at a checkpoint `flush` writes each dirty key once (coalesced) with unordered
-`update` commands whose statements are conditional on the owner's epoch.
+`update` commands whose statements are conditional on the owner's epoch. An operator with a
+`Table` keeps its values itself: the store reads for it what the table lacks, without
+caching it, and takes the table's changes at each flush.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Any
 from pymongo.asynchronous.collection import AsyncCollection
 
 from tidemark.config import faults
-from tidemark.config.state import TIMER_PREFIX, NotPrefetched, Stamped
+from tidemark.config.state import TIMER_PREFIX, NotPrefetched, Stamped, Table
 from tidemark.state.chunks import Record
 from tidemark.state.clocks import CLOCK_KEY, StreamClock
 from tidemark.state.errors import Fenced, StateError
@@ -55,6 +57,13 @@ class PartitionStore:
         # Stream time per operator that keeps one (`clocks.py`), resolved at `base` = W.
         self._base = base
         self._clocks: dict[tuple[str, str], StreamClock] = {}  # (op, name)
+        self._tables: dict[str, Table] = {}  # op: the values it keeps itself
+
+    def table(self, op: str) -> Table:
+        """The `Table` of `op` in this partition."""
+        if (table := self._tables.get(op)) is None:
+            table = self._tables[op] = Table()
+        return table
 
     def view(self, op: str) -> OperatorState:
         """The `State` of operator `op` in this partition."""
@@ -62,11 +71,11 @@ class PartitionStore:
 
     @property
     def dirty_count(self) -> int:
-        return len(self._dirty)
+        return len(self._dirty) + sum(len(t.dirty) for t in self._tables.values())
 
     @property
     def cached_count(self) -> int:
-        return len(self._cache)
+        return len(self._cache) + sum(len(t.entries) for t in self._tables.values())
 
     async def prefetch(self, op: str, keys: Collection[str]) -> None:
         """Load the keys not in memory with one query."""
@@ -77,13 +86,16 @@ class PartitionStore:
             for sid in sids
             if sid not in self._cache and sid not in self._dirty and sid not in self._flushing
         }
-        await self._fetch(missing, len(sids))
+        await self._fetch(missing, len(sids), self._cache)
 
     async def read(self, op: str, keys: Collection[str]) -> dict[str, Stamped]:
         """The stamped values of those of `keys` that were written (one query for the ones
         not in memory), each looked up once: this runs per key of every batch."""
         self._trim()
-        prefix, cache = state_prefix(op, self.partition), self._cache
+        prefix = state_prefix(op, self.partition)
+        # What an operator with a table reads, the table holds: a copy cached here would
+        # be stale once the table changes it.
+        cache: dict[str, Stamped] = self._cache if op not in self._tables else {}
         out: dict[str, Stamped] = {}
         missing: dict[str, str] = {}  # sid: key
         for key in keys:
@@ -97,12 +109,14 @@ class PartitionStore:
                 cache[sid] = found
             if found is not _ABSENT:
                 out[key] = found
-        for sid, stamped in (await self._fetch(missing.keys(), len(keys))).items():
+        for sid, stamped in (await self._fetch(missing.keys(), len(keys), cache)).items():
             out[missing[sid]] = stamped
         return out
 
-    async def _fetch(self, missing: Collection[str], asked: int) -> dict[str, Stamped]:
-        """Read `missing` (of `asked` keys) into the cache; those MongoDB holds."""
+    async def _fetch(
+        self, missing: Collection[str], asked: int, cache: dict[str, Stamped]
+    ) -> dict[str, Stamped]:
+        """Read `missing` (of `asked` keys) into `cache`; those MongoDB holds."""
         self._hits += asked - len(missing)
         if not missing:
             return {}
@@ -119,7 +133,7 @@ class PartitionStore:
                 continue  # a zombie wrote it after a restore: absent; our flush overwrites it
             found[doc["_id"]] = Stamped(doc.get("v"), doc.get("off", -1))
         for sid in ids:
-            self._cache[sid] = found.get(sid, _ABSENT)
+            cache[sid] = found.get(sid, _ABSENT)
         return found
 
     def write(self, op: str, values: Mapping[str, tuple[Any, int]]) -> None:
@@ -160,6 +174,8 @@ class PartitionStore:
         self._cache.clear()
         self._dirty.clear()
         self._flushing.clear()
+        for table in self._tables.values():
+            table.forget()
 
     async def scan(self, op: str, low: str, high: str) -> list[tuple[str, Stamped]]:
         """Live keys of `op` in `[low, high)` in key order, from MongoDB and memory; they
@@ -213,6 +229,11 @@ class PartitionStore:
         incremental mode reads it.
         """
         assert not self._flushing, "one flush at a time"
+        for op, table in self._tables.items():
+            self._evictions += table.evict(self._limit)
+            prefix = state_prefix(op, self.partition)
+            for key, value, offset in table.take_dirty():
+                self._dirty[prefix + key] = (op, key, Stamped(value, offset))
         if cut is not None:  # the clocks as of the cut, in the same write as the state
             for (op, name), clock in self._clocks.items():
                 if (stored := clock.to_store(cut)) is not None:
@@ -286,6 +307,8 @@ class PartitionStore:
 
     def take_cache_stats(self) -> tuple[int, int, int]:
         """Hits, misses and evictions since the last call (for metrics)."""
+        for table in self._tables.values():
+            self._hits, table.hits = self._hits + table.hits, 0
         stats = (self._hits, self._misses, self._evictions)
         self._hits = self._misses = self._evictions = 0
         return stats
@@ -361,6 +384,9 @@ class OperatorState:
 
     def write(self, values: Mapping[str, tuple[Any, int]]) -> None:
         self._store.write(self._op, values)
+
+    def table(self) -> Table:
+        return self._store.table(self._op)
 
     def delete(self, key: str, offset: int) -> None:
         self._store.put(self._op, key, None, offset)

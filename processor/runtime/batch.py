@@ -74,6 +74,8 @@ class BatchProcessor:
         direct = pipeline.direct
         keys_agree = direct is not None and self._decoder.key in (None, direct.key_path)
         self._direct = direct if keys_agree and self._decoder.json and not self._tables else None
+        # The common case: folded and encoded in C, into the state's table.
+        self._native = self._direct is not None and self._direct.encodes and self._gate is None
 
     def close(self) -> None:
         """Let go of the table reader, if joins have one."""
@@ -92,7 +94,8 @@ class BatchProcessor:
             if self._direct is not None:
                 keys: set[str] = set()
                 records = self._decoder.folded(batch, self._direct.key_path, failures, keys)
-                latest = await self._direct.latest(keys, part.states[self._direct.id])
+                read = self._direct.unheld if self._native else self._direct.latest
+                latest = await read(keys, part.states[self._direct.id])
             else:
                 outputs = await self._outputs(part, batch, failures, on_error)
         except NotPrefetched:
@@ -171,7 +174,7 @@ class BatchProcessor:
         op = self._direct
         assert op is not None
         sink, emit_from, state = self.topology.sink_topic, part.emit_from, part.states[op.id]
-        if self._gate is None and op.encodes:  # the common case: folded and encoded in C
+        if self._native:
             never = 2**63 - 1  # no sink: nothing to encode
             produced = op.fold_encoded(
                 records, latest, state, on_error, emit_from if sink is not None else never

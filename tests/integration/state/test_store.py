@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from pymongo.asynchronous.database import AsyncDatabase
 
-from tidemark.config.state import NotPrefetched
+from tidemark.config.state import NotPrefetched, Table
 from tidemark.operators import Stamped
 from tidemark.state import Checkpoints, Fenced, PartitionStore, ensure_collections
 from tidemark.state.names import state_collection
@@ -66,6 +67,42 @@ async def test_cache_is_bounded_and_evicted_keys_reload(mongo_db: Db) -> None:
     await s.prefetch("agg", ["k0"])  # trims to the bound before loading
     assert s.cached_count <= 6
     assert s.get("agg", "k0") == Stamped(0, 0)
+
+
+@dataclass
+class _Entry:
+    value: Any
+    offset: int
+    owned: bool = True
+
+
+def _change(table: Table, key: str, value: Any, offset: int) -> None:
+    """What the direct path's fold does to a table (`operators/_direct.c`)."""
+    table.entries[key] = _Entry(value, offset)
+    table.dirty.add(key)
+
+
+async def test_a_table_is_flushed_and_what_it_drops_is_read_back_as_flushed(mongo_db: Db) -> None:
+    s = await store(mongo_db, cache_entries=1)
+    table = s.table("agg")
+    assert await s.read("agg", ["a", "b"]) == {}  # absent: remembered by no one
+    _change(table, "a", {"n": 1}, 10)
+    _change(table, "b", {"n": 2}, 11)
+    assert s.dirty_count == 2
+    assert sorted(key for _, key, _, _ in await s.flush(epoch=1)) == ["a", "b"]
+    assert s.dirty_count == 0
+    assert not any(entry.owned for entry in table.entries.values())  # the flush holds them
+    _change(table, "a", {"n": 3}, 12)
+    await s.flush(epoch=1)  # over the bound: drops "b", unchanged since the last flush
+    assert list(table.entries) == ["a"]
+    # Not the absent keys of the first read: the store cached nothing of the table's.
+    assert await s.read("agg", ["a", "b"]) == {
+        "a": Stamped({"n": 3}, 12),
+        "b": Stamped({"n": 2}, 11),
+    }
+    _change(table, "a", {"n": 4}, 13)
+    s.forget()
+    assert (table.entries, table.dirty, s.dirty_count) == ({}, set(), 0)
 
 
 async def test_older_epoch_flush_is_fenced_and_changes_nothing(mongo_db: Db) -> None:
