@@ -32,6 +32,7 @@ STAGES = [
             "PartitionStore.read",
             "PartitionStore.write",
             "KeyedAggregate.latest",
+            "KeyedAggregate.unheld",
         ),
     ),
     (

@@ -458,11 +458,34 @@ direct_fold(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return produced;
 }
 
+/* missing(keys, entries) -> the keys `entries` lacks, as a list. */
+static PyObject *
+direct_missing(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyAnySet_Check(args[0]) || !PyDict_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "missing(keys: set, entries: dict)");
+        return NULL;
+    }
+    PyObject *out = PyList_New(0), *keys = PyObject_GetIter(args[0]), *key;
+    while (out != NULL && keys != NULL && (key = PyIter_Next(keys)) != NULL) {
+        int held = PyDict_Contains(args[1], key);
+        if (held < 0 || (!held && PyList_Append(out, key) < 0))
+            Py_CLEAR(out);
+        Py_DECREF(key);
+    }
+    if (keys == NULL || PyErr_Occurred())
+        Py_CLEAR(out);
+    Py_XDECREF(keys);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"decode", (PyCFunction)(void (*)(void))direct_decode, METH_FASTCALL,
      "The direct path's records of a batch of messages."},
     {"fold", (PyCFunction)(void (*)(void))direct_fold, METH_FASTCALL,
      "Fold a batch's records into their accumulators and encode the outputs."},
+    {"missing", (PyCFunction)(void (*)(void))direct_missing, METH_FASTCALL,
+     "The keys a table's entries lack."},
     {NULL, NULL, 0, NULL},
 };
 

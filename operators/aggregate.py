@@ -60,11 +60,10 @@ class KeyedAggregate:
         `processor/runtime/batch.py`): one `State.read` for the batch."""
         return dict(await state.read(keys))
 
-    async def unheld(self, keys: Collection[str], state: State) -> Latest:
+    async def unheld(self, keys: set[str], state: State) -> Latest:
         """`latest` of those of `keys` the state's table lacks (`fold_encoded`'s read)."""
         table = state.table()
-        entries = table.entries  # not `keys - entries.keys()`: that walks the whole table
-        missing = [key for key in keys if key not in entries]
+        missing = _direct.missing(keys, table.entries)  # `keys - entries.keys()` walks both
         table.hits += len(keys) - len(missing)
         return dict(await state.read(missing)) if missing else {}
 

@@ -233,7 +233,7 @@ class PartitionStore:
             self._evictions += table.evict(self._limit)
             prefix = state_prefix(op, self.partition)
             for key, value, offset in table.take_dirty():
-                self._dirty[prefix + key] = (op, key, Stamped(value, offset))
+                self._dirty[prefix + key] = (op, key, _stamp(Stamped, (value, offset)))
         if cut is not None:  # the clocks as of the cut, in the same write as the state
             for (op, name), clock in self._clocks.items():
                 if (stored := clock.to_store(cut)) is not None:

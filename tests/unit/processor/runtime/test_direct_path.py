@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from tidemark.config.loader import parse_topology
 from tidemark.config.model import Aggregate, Topology
-from tidemark.operators import Event, InMemoryState, RecordError, Stamped, build_pipeline
+from tidemark.operators import Event, InMemoryState, RecordError, Stamped, _direct, build_pipeline
 from tidemark.operators.aggregate import KeyedAggregate
 from tidemark.processor.runtime.batch import BatchProcessor
 from tidemark.processor.runtime.decoding import Decoder
@@ -222,6 +222,11 @@ def _compare(
     assert outputs[1] == outputs[0]
     states[1].settle()
     assert states[1].data == states[0].data
+
+
+def test_a_batch_reads_only_the_keys_its_table_lacks() -> None:
+    assert sorted(_direct.missing({"a", "b", "c"}, {"b": None})) == ["a", "c"]
+    assert _direct.missing(set(), {"b": None}) == []
 
 
 def test_a_source_key_other_than_the_aggregate_s_keeps_the_general_path() -> None:
