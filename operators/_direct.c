@@ -18,6 +18,29 @@ enum { SUM, MIN, MAX, FIRST, LAST };
 
 static PyObject *s_offset, *s_value, *s_timestamp, *zero, *one;
 
+/* A message type's `value`, `offset` and `timestamp` methods, looked up once per batch
+ * rather than three times per message. */
+typedef struct {
+    PyTypeObject *type;
+    PyObject *value, *offset, *timestamp;
+} Accessors;
+
+static void
+accessors_clear(Accessors *a)
+{
+    Py_CLEAR(a->value);
+    Py_CLEAR(a->offset);
+    Py_CLEAR(a->timestamp);
+}
+
+/* Call `name` (one of `a`'s) of `m`: through `a` when `m` is of its type. */
+static PyObject *
+call(Accessors *a, PyObject *method, PyObject *name, PyObject *m)
+{
+    return Py_IS_TYPE(m, a->type) ? PyObject_CallOneArg(method, m)
+                                  : PyObject_CallMethodNoArgs(m, name);
+}
+
 /* Clear an exception the Python code will meet again and report; leave a KeyboardInterrupt
  * or SystemExit set, to stop the batch. */
 static void
@@ -30,13 +53,13 @@ clear_exception(void)
 /* (group key, value, offset, event time) of one message, a new reference; NULL with no
  * error set when the record is not the common case; NULL with an error set on a bug. */
 static PyObject *
-decode_one(PyObject *m, PyObject *path, Py_ssize_t shortest, PyObject *loads,
+decode_one(PyObject *m, Accessors *a, PyObject *path, Py_ssize_t shortest, PyObject *loads,
            PyObject *time_of)
 {
     PyObject *value, *body = NULL, *offset = NULL, *stamp = NULL, *ts = NULL, *result = NULL;
     PyObject *group, *key = NULL;
 
-    value = PyObject_CallMethodNoArgs(m, s_value);
+    value = call(a, a->value, s_value, m);
     if (value == NULL)
         return NULL;
     if (!PyBytes_CheckExact(value) || PyBytes_GET_SIZE(value) == 0 ||
@@ -56,11 +79,11 @@ decode_one(PyObject *m, PyObject *path, Py_ssize_t shortest, PyObject *loads,
         PyUnicode_GET_LENGTH(group) == 0)
         goto done;
     key = Py_NewRef(group); /* held: `time_of` runs Python code on `body` */
-    offset = PyObject_CallMethodNoArgs(m, s_offset);
+    offset = call(a, a->offset, s_offset, m);
     if (offset == NULL)
         goto done;
     if (time_of == Py_None) {
-        stamp = PyObject_CallMethodNoArgs(m, s_timestamp);
+        stamp = call(a, a->timestamp, s_timestamp, m);
         if (stamp == NULL)
             goto done;
         if (!PyTuple_Check(stamp) || PyTuple_GET_SIZE(stamp) != 2) {
@@ -103,12 +126,25 @@ direct_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t shortest = PyLong_AsSsize_t(args[2]);
     if (shortest == -1 && PyErr_Occurred())
         return NULL;
+    Accessors a = {NULL, NULL, NULL, NULL};
+    if (PyList_GET_SIZE(messages) > 0) {
+        a.type = Py_TYPE(PyList_GET_ITEM(messages, 0));
+        PyObject *type = (PyObject *)a.type;
+        if ((a.value = PyObject_GetAttr(type, s_value)) == NULL ||
+            (a.offset = PyObject_GetAttr(type, s_offset)) == NULL ||
+            (a.timestamp = PyObject_GetAttr(type, s_timestamp)) == NULL) {
+            accessors_clear(&a);
+            return NULL;
+        }
+    }
     PyObject *out = PyList_New(0);
-    if (out == NULL)
+    if (out == NULL) {
+        accessors_clear(&a);
         return NULL;
+    }
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(messages); i++) {
         PyObject *m = Py_NewRef(PyList_GET_ITEM(messages, i));
-        PyObject *record = decode_one(m, path, shortest, loads, time_of);
+        PyObject *record = decode_one(m, &a, path, shortest, loads, time_of);
         if (record == NULL && !PyErr_Occurred())
             record = PyObject_CallOneArg(slow, m);
         Py_DECREF(m);
@@ -125,8 +161,10 @@ direct_decode(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
         Py_DECREF(record);
     }
+    accessors_clear(&a);
     return out;
 fail:
+    accessors_clear(&a);
     Py_DECREF(out);
     return NULL;
 }
