@@ -1,9 +1,7 @@
-"""The direct path's per-record loops, in C (`_direct.c`)."""
+"""The direct path's fold, in C (`_direct.c`)."""
 
 from collections.abc import Callable
 from typing import Any
-
-from confluent_kafka import Message
 
 class Entry:
     """A table's accumulator of one key (`config/state.py`, `Table`)."""
@@ -14,15 +12,6 @@ class Entry:
     def offset(self) -> int: ...
     owned: bool
 
-def decode(
-    messages: list[Message],
-    path: tuple[str, ...],
-    shortest: int,
-    loads: Callable[[bytes], Any],
-    time_of: Callable[[Any], int] | None,
-    slow: Callable[[Message], tuple[str, Any, int, int] | None],
-    keys: set[str],
-) -> list[tuple[str, Any, int, int]]: ...
 def fold(
     records: list[tuple[str, Any, int, int]],
     latest: dict[str, tuple[Any, int]],

@@ -9,9 +9,10 @@ import orjson
 from confluent_kafka import Message
 
 from tidemark.config.model import Source, field_path
-from tidemark.operators import Event, RecordError, _direct
+from tidemark.operators import Event, RecordError
 from tidemark.operators.aggregate import Folded
 from tidemark.operators.events import event_time, key_string
+from tidemark.processor.runtime import _decode
 
 MAX_DEPTH = 200
 
@@ -59,9 +60,9 @@ class Decoder:
         `keys` each record's group key.
 
         The common record (short enough to need no depth check, an object, a non-empty
-        string key) is decoded in C (`_direct.decode`); any other goes through `_folded`."""
+        string key) is decoded in C (`_decode.decode`); any other goes through `_folded`."""
         path = self._time
-        return _direct.decode(
+        return _decode.decode(
             messages,
             key,
             min(self._max, 2 * MAX_DEPTH),  # a record this short cannot nest too deep
