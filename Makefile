@@ -24,7 +24,7 @@ help:
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml constraints.txt operators/_direct.c processor/runtime/_decode.c processor/kafka/_produce.c processor/kafka/_consume.c
+$(VENV)/.installed: pyproject.toml constraints.txt operators/_direct.c processor/runtime/_decode.c processor/kafka/_produce.c
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'

@@ -9,6 +9,7 @@ recovers exactly, a stream silently dead-lettered does not.
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from typing import Any
 
 import orjson
@@ -24,7 +25,6 @@ from tidemark.operators import Event, RecordError
 from tidemark.operators.aggregate import Folded, Latest
 from tidemark.operators.events import OnError
 from tidemark.operators.pipeline import Pipeline
-from tidemark.processor.kafka import _consume
 from tidemark.processor.kafka.tables import Tables
 from tidemark.processor.kafka.transaction import Transaction
 from tidemark.processor.observability import metrics
@@ -37,10 +37,15 @@ log = structlog.get_logger("tidemark.worker")
 
 def by_partition(messages: list[Message], end: int | None = None) -> dict[int, list[Message]]:
     """Consumed messages as batches per partition (offsets below `end` only, if given);
-    every message kept has a partition and an offset. The loop is C (`_consume.c`)."""
-    batches, failed = _consume.split(messages, end)
-    for m in failed:
-        log.warning("consume_error", error=str(m.error()))
+    every message kept has a partition and an offset."""
+    batches: dict[int, list[Message]] = defaultdict(list)
+    for m in messages:
+        number, offset = m.partition(), m.offset()
+        if m.error() is not None or number is None or offset is None:
+            log.warning("consume_error", error=str(m.error()))
+            continue
+        if end is None or offset < end:
+            batches[number].append(m)
     return batches
 
 
