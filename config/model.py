@@ -105,7 +105,11 @@ class Sink(Strict):
 
 class Checkpoint(Strict):
     interval: Duration = Field(1.0, description="Kafka transaction commit: output latency")
-    max_records: int = Field(10_000, gt=0, description="commit after this many records too")
+    # High: a commit's cost is fixed and the interval is the bound that matters
+    # (docs/ARCHITECTURE.md, "The commit protocol").
+    max_records: int = Field(
+        100_000, gt=0, description="commit after this many records too, if before the interval"
+    )
     state_interval: Duration = Field(
         5.0, description="flush state and move the MongoDB checkpoint this often; bounds replay"
     )

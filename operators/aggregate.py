@@ -96,6 +96,13 @@ class KeyedAggregate:
         aggregations are those the native fold does inline."""
         return self._acc.native_plan is not None
 
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The fields of a record `fold_encoded` reads: a record may keep only these."""
+        plan = self._acc.native_plan
+        assert plan is not None, "fields needs `encodes`"
+        return tuple(dict.fromkeys(field for _, _, field in plan))
+
     def fold_encoded(
         self,
         records: list[Folded],

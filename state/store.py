@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Awaitable, Collection, Iterable, Mapping
+from itertools import chain
 from typing import Any
 
 from pymongo.asynchronous.collection import AsyncCollection
@@ -229,11 +230,23 @@ class PartitionStore:
         incremental mode reads it.
         """
         assert not self._flushing, "one flush at a time"
+        older = {"$lte": epoch}  # one filter object shared by every statement
+        # Timers being set go first and timers being deleted last, each group complete
+        # before the next: a crash in the middle of a flush may leave a timer without what
+        # it acts on (its operator drops it when it fires), never a window, session or
+        # expiring value without its timer (which would then live forever).
+        groups: tuple[list[Any], ...] = ([], [], [])  # timers being set, the rest, timers deleted
+        # A table's changes go straight into statements, without a copy in `_flushing`:
+        # the table answers reads of them until a later flush, after this one completed.
+        taken: list[tuple[str, list[tuple[str, Any, int]]]] = []
         for op, table in self._tables.items():
             self._evictions += table.evict(self._limit)
-            prefix = state_prefix(op, self.partition)
-            for key, value, offset in table.take_dirty():
-                self._dirty[prefix + key] = (op, key, _stamp(Stamped, (value, offset)))
+            prefix, changed = state_prefix(op, self.partition), table.take_dirty()
+            groups[1].extend(
+                _statement(prefix + key, op, key, self.partition, value, offset, epoch, older)
+                for key, value, offset in changed
+            )
+            taken.append((op, changed))
         if cut is not None:  # the clocks as of the cut, in the same write as the state
             for (op, name), clock in self._clocks.items():
                 if (stored := clock.to_store(cut)) is not None:
@@ -244,39 +257,23 @@ class PartitionStore:
                         Stamped(stored, cut - 1),
                     )
         self._flushing, self._dirty = self._dirty, {}
-        # Timers being set go first and timers being deleted last, each group complete
-        # before the next: a crash in the middle of a flush may leave a timer without what
-        # it acts on (its operator drops it when it fires), never a window, session or
-        # expiring value without its timer (which would then live forever).
-        groups: tuple[list[Any], ...] = ([], [], [])  # timers being set, the rest, timers deleted
-        older = {"$lte": epoch}  # one filter object shared by every statement
-        for sid, (op, key, stamped) in self._flushing.items():
+        for sid, (op, key, (value, offset)) in self._flushing.items():
             timer = key.startswith(TIMER_PREFIX)
-            groups[1 if not timer else 0 if stamped.value is not None else 2].append(
-                {
-                    "q": {"_id": sid, "ep": older},
-                    # A whole document rather than update operators: less work for
-                    # FerretDB (BENCHMARKS.md, "State flushes").
-                    "u": {
-                        "op": op,
-                        "k": key,
-                        "p": self.partition,
-                        "v": stamped.value,
-                        "off": stamped.offset,
-                        "ep": epoch,
-                        "del": stamped.value is None,
-                    },
-                    "upsert": True,
-                }
+            groups[1 if not timer else 0 if value is not None else 2].append(
+                _statement(sid, op, key, self.partition, value, offset, epoch, older)
             )
         statements = [*groups[0], *groups[1], *groups[2]]
-        return self._write(statements, epoch, [len(group) for group in groups])
+        return self._write(statements, epoch, [len(group) for group in groups], taken)
 
     async def _write(
-        self, statements: list[dict[str, Any]], epoch: int, sizes: list[int]
+        self,
+        statements: list[dict[str, Any]],
+        epoch: int,
+        sizes: list[int],
+        taken: list[tuple[str, list[tuple[str, Any, int]]]],
     ) -> Iterable[Record]:
         """Write the statements group by group (`sizes`), each group complete before the
-        next, in commands of at most `flush_statements`."""
+        next, in commands of at most `flush_statements`; what was written, as `Record`s."""
         what = f"state flush of partition {self.partition}"
         begin = 0
         for size in sizes:
@@ -286,7 +283,10 @@ class PartitionStore:
                 await send_updates(self._coll, group[start : start + self._chunk], epoch, what)
         flushed, self._flushing = self._flushing, {}
         self.tombstones += sum(1 for *_, stamped in flushed.values() if stamped.value is None)
-        return ((op, key, v, off) for op, key, (v, off) in flushed.values())
+        return chain(
+            ((op, key, v, off) for op, key, (v, off) in flushed.values()),
+            ((op, key, v, off) for op, changed in taken for key, v, off in changed),
+        )
 
     async def changed_since(self, offset: int) -> list[Record]:
         """Every key whose last change is at or after `offset`, as stored."""
@@ -357,6 +357,27 @@ async def send_updates(
     if errors or reply.get("writeConcernError"):
         first = errors[0] if errors else reply["writeConcernError"]
         raise StateError(f"{what} failed: {first}")
+
+
+def _statement(
+    sid: str, op: str, key: str, partition: int, value: Any, offset: int, epoch: int, older: Any
+) -> dict[str, Any]:
+    """The epoch-conditional upsert of one key."""
+    return {
+        "q": {"_id": sid, "ep": older},
+        # A whole document rather than update operators: less work for FerretDB
+        # (BENCHMARKS.md, "State flushes").
+        "u": {
+            "op": op,
+            "k": key,
+            "p": partition,
+            "v": value,
+            "off": offset,
+            "ep": epoch,
+            "del": value is None,
+        },
+        "upsert": True,
+    }
 
 
 def _clock_key(name: str) -> str:

@@ -13,4 +13,5 @@ def decode(
     time_of: Callable[[Any], int] | None,
     slow: Callable[[Message], tuple[str, Any, int, int] | None],
     keys: set[str],
+    fields: tuple[str, ...] | None,
 ) -> list[tuple[str, Any, int, int]]: ...

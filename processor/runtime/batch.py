@@ -76,6 +76,8 @@ class BatchProcessor:
         self._direct = direct if keys_agree and self._decoder.json and not self._tables else None
         # The common case: folded and encoded in C, into the state's table.
         self._native = self._direct is not None and self._direct.encodes and self._gate is None
+        # What its fold reads of a record: the decode keeps only that.
+        self._fields = self._direct.fields if self._native and self._direct is not None else None
 
     def close(self) -> None:
         """Let go of the table reader, if joins have one."""
@@ -93,7 +95,9 @@ class BatchProcessor:
         try:  # the direct path of a lone aggregate (docs/ARCHITECTURE.md), or the general one
             if self._direct is not None:
                 keys: set[str] = set()
-                records = self._decoder.folded(batch, self._direct.key_path, failures, keys)
+                records = self._decoder.folded(
+                    batch, self._direct.key_path, failures, keys, self._fields
+                )
                 read = self._direct.unheld if self._native else self._direct.latest
                 latest = await read(keys, part.states[self._direct.id])
             else:

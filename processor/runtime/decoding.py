@@ -53,11 +53,13 @@ class Decoder:
         key: tuple[str, ...],
         failures: dict[int, RecordError],
         keys: set[str],
+        fields: tuple[str, ...] | None = None,
     ) -> list[Folded]:
         """The records of a batch for the direct path (`KeyedAggregate.fold_batch`): group
         key (the field at `key`), value, offset and event time; the checks of `decode` and
         the aggregate's `key_of`, in that order. `failures` gets the others, by offset;
-        `keys` each record's group key.
+        `keys` each record's group key. Given `fields`, a value keeps only those of them it
+        has (`KeyedAggregate.fields`).
 
         The common record (short enough to need no depth check, an object, a non-empty
         string key) is decoded in C (`_decode.decode`); any other goes through `_folded`."""
@@ -68,18 +70,26 @@ class Decoder:
             min(self._max, 2 * MAX_DEPTH),  # a record this short cannot nest too deep
             orjson.loads,
             None if path is None else partial(event_time, path=path),
-            partial(self._folded, key=key, failures=failures),
+            partial(self._folded, key=key, failures=failures, fields=fields),
             keys,
+            fields,
         )
 
     def _folded(
-        self, m: Message, key: tuple[str, ...], failures: dict[int, RecordError]
+        self,
+        m: Message,
+        key: tuple[str, ...],
+        failures: dict[int, RecordError],
+        fields: tuple[str, ...] | None,
     ) -> Folded | None:
         offset: int = m.offset()  # type: ignore[assignment]  # `by_partition` kept ints
         try:
             body = self._body(m.value())
             ts = event_time(body, self._time) if self._time is not None else m.timestamp()[1]
-            return key_string(body, key), body, offset, ts
+            group = key_string(body, key)
+            if fields is not None:
+                body = {name: body[name] for name in fields if name in body}
+            return group, body, offset, ts
         except RecordError as exc:
             failures[offset] = exc
             return None

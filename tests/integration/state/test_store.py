@@ -89,7 +89,10 @@ async def test_a_table_is_flushed_and_what_it_drops_is_read_back_as_flushed(mong
     _change(table, "a", {"n": 1}, 10)
     _change(table, "b", {"n": 2}, 11)
     assert s.dirty_count == 2
-    assert sorted(key for _, key, _, _ in await s.flush(epoch=1)) == ["a", "b"]
+    assert sorted(await s.flush(epoch=1), key=lambda record: record[1]) == [
+        ("agg", "a", {"n": 1}, 10),  # what the changelog gets
+        ("agg", "b", {"n": 2}, 11),
+    ]
     assert s.dirty_count == 0
     assert not any(entry.owned for entry in table.entries.values())  # the flush holds them
     _change(table, "a", {"n": 3}, 12)

@@ -202,8 +202,10 @@ def _compare(
         messages = [Message(offset=o, value=v, timestamp=(1, 1000 + o)) for o, v in chunk]
         failures: dict[int, RecordError] = {}
         keys: set[str] = set()
-        folded = decoder.folded(messages, op.key_path, failures, keys)
+        fields = op.fields if native else None
+        folded = decoder.folded(messages, op.key_path, failures, keys, fields)
         assert keys == {k for k, _, _, _ in folded}
+        assert fields is None or all(set(v) <= set(fields) for _, v, _, _ in folded)
         rejections[1].update((o, e.reason, str(e)) for o, e in failures.items())
         read = op.unheld if native else op.latest
         latest = asyncio.run(read(keys, states[1]))
