@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import time
 from dataclasses import dataclass, field
 from itertools import accumulate
 
@@ -22,11 +23,22 @@ class Truth:
         entry[1] += amount
 
 
+# Events per second of event time (the Kafka record timestamps): 1,000,000 events span 10 s.
+RATE = 100_000
+WINDOW_MS = 10_000  # the tumbling contender's window
+
+
 def produce_workload(
     bootstrap: str, topic: str, events: int, keys: int, seed: int = 42, skew: float = 1.0
 ) -> Truth:
-    """Produce `events` clicks over `keys` keys (Zipf exponent `skew`), keyed by user."""
+    """Produce `events` clicks over `keys` keys (Zipf exponent `skew`), keyed by user.
+
+    The record timestamps are set, not the producer's clock: `RATE` a second from 5 s into
+    a 10 s window, a minute ago. So the tumbling contender closes the same windows in every
+    run (one, at 1,000,000 events); with the clock it closed one or none, as the produce
+    happened to cross a window's end, and ran 5x slower when it did."""
     rng = random.Random(seed)
+    t0 = (int(time.time() * 1000) // WINDOW_MS - 6) * WINDOW_MS + WINDOW_MS // 2
     names = [f"user-{i:07d}" for i in range(keys)]
     weights = list(accumulate(1.0 / (rank**skew) for rank in range(1, keys + 1)))
     producer = Producer(
@@ -57,7 +69,7 @@ def produce_workload(
             )
             while True:
                 try:
-                    producer.produce(topic, value, user.encode())
+                    producer.produce(topic, value, user.encode(), timestamp=t0 + i * 1000 // RATE)
                     break
                 except BufferError:
                     producer.poll(0.1)

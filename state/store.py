@@ -52,7 +52,7 @@ class PartitionStore:
         # Keys of a flush in progress: still authoritative in memory until it completes,
         # because processing goes on while the flush runs.
         self._flushing: dict[str, tuple[str, str, Stamped]] = {}
-        self.tombstones = 0  # deletes flushed and not yet swept
+        self._tombstones: list[tuple[str, int]] = []  # (id, offset) of deletes not yet swept
         # Since the last `take_cache_stats`: keys found in memory, read, evicted (metrics).
         self._hits = self._misses = self._evictions = 0
         # Stream time per operator that keeps one (`clocks.py`), resolved at `base` = W.
@@ -175,6 +175,7 @@ class PartitionStore:
         self._cache.clear()
         self._dirty.clear()
         self._flushing.clear()
+        self._tombstones.clear()
         for table in self._tables.values():
             table.forget()
 
@@ -282,7 +283,7 @@ class PartitionStore:
                 faults.point("flush_state")
                 await send_updates(self._coll, group[start : start + self._chunk], epoch, what)
         flushed, self._flushing = self._flushing, {}
-        self.tombstones += sum(1 for *_, stamped in flushed.values() if stamped.value is None)
+        self._tombstones += [(sid, off) for sid, (_, _, (v, off)) in flushed.items() if v is None]
         return chain(
             ((op, key, v, off) for op, key, (v, off) in flushed.values()),
             ((op, key, v, off) for op, changed in taken for key, v, off in changed),
@@ -298,11 +299,25 @@ class PartitionStore:
         )
         return [(d["op"], d["k"], d["v"], d["off"]) for d in docs]
 
+    @property
+    def tombstones(self) -> int:
+        """Deletes flushed and not yet swept."""
+        return len(self._tombstones)
+
     async def sweep_tombstones(self, epoch: int, below: int) -> int:
-        """Remove deletes the checkpoint has passed: recovery never replays below it."""
-        flt = {"p": self.partition, "del": True, "off": {"$lt": below}, "ep": {"$lte": epoch}}
-        deleted = await delete_matching(self._coll, flt)
-        self.tombstones = 0
+        """Remove the deletes this store flushed that the checkpoint has passed (recovery
+        never replays below it), by id: a query on other fields is a scan of the whole
+        collection on FerretDB, and a sweep after windows closed made one per thousand
+        deletes (docs/ARCHITECTURE.md, "Large deletes"). A delete written again since
+        (`del` false, or a later offset) is kept."""
+        due = [sid for sid, off in self._tombstones if off < below]
+        self._tombstones = [(sid, off) for sid, off in self._tombstones if off >= below]
+        passed = {"del": True, "off": {"$lt": below}, "ep": {"$lte": epoch}}
+        deleted = 0
+        for start in range(0, len(due), DELETE_BATCH):
+            flt = {"_id": {"$in": due[start : start + DELETE_BATCH]}, **passed}
+            result = await with_retry(lambda f=flt: self._coll.delete_many(f))  # type: ignore[misc]
+            deleted += result.deleted_count
         return deleted
 
     def take_cache_stats(self) -> tuple[int, int, int]:

@@ -255,14 +255,17 @@ class Committer:
         parts = list(parts)
         return self.state_due(parts) and any(p.owned and p.pending() for p in parts)
 
+    def over_dirty_limit(self, parts: Iterable[Partition]) -> bool:
+        """Past `max_dirty_keys`: the worker should commit, then wait (`backpressure`)."""
+        return _dirty(parts) >= self._topology.checkpoint.max_dirty_keys
+
     async def backpressure(self, parts: Iterable[Partition]) -> None:
         """Past `max_dirty_keys` with a state checkpoint still running, wait for it.
 
         This bounds memory (dirty plus in-flight keys) and how far W may lag C, so a slow
         MongoDB slows processing instead of growing memory and recovery time without end.
         """
-        limit = self._topology.checkpoint.max_dirty_keys
-        if self._state_task is not None and _dirty(parts) >= limit:
+        if self._state_task is not None and self.over_dirty_limit(parts):
             await self._settle_state()
 
 

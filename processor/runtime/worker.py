@@ -205,7 +205,13 @@ class Worker:
                     await self._control.poll(self.assigned, self.partitions, self.held)
                 )
                 last_poll = time.monotonic()
-            due = since_commit >= c.max_records or time.monotonic() - last_commit >= c.interval
+            due = (
+                since_commit >= c.max_records
+                or time.monotonic() - last_commit >= c.interval
+                # `max_dirty_keys` is waited for after a commit only (`backpressure`): past
+                # it, commit now, or the keys would pile up until the interval ends.
+                or self._committer.over_dirty_limit(self._owned())
+            )
             if (since_commit and due) or self._committer.state_overdue(self._owned()):
                 await self._commit(self.consumer.consumer_group_metadata())
                 last_commit, since_commit = time.monotonic(), 0

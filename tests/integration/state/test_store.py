@@ -135,30 +135,37 @@ async def test_tombstones_are_swept_once_the_checkpoint_passes(mongo_db: Db) -> 
     assert ids == ["agg:0:kept"]
 
 
+async def test_a_sweep_keeps_a_key_written_again_since_its_delete(mongo_db: Db) -> None:
+    s = await store(mongo_db)
+    await s.prefetch("agg", ["k"])
+    s.view("agg").delete("k", 10)
+    await s.flush(1)
+    s.put("agg", "k", "back", 12)
+    await s.flush(1)
+    assert await s.sweep_tombstones(epoch=1, below=20) == 0
+    doc = await mongo_db[state_collection("t")].find_one({"_id": "agg:0:k"})
+    assert doc is not None and doc["v"] == "back"
+
+
 async def test_a_sweep_of_more_tombstones_than_sqlite_binds_removes_them_all(
     mongo_db: Db,
 ) -> None:
     # One checkpoint that closed many windows: FerretDB on SQLite refuses one delete of more
     # than 32,766 documents, and the worker died on it before sweeps went in batches.
     s = await store(mongo_db)
-    coll = mongo_db[state_collection("t")]
-    n = 33_000  # deleted keys as a flush leaves them
-    docs = [
-        {
-            "_id": f"w:0:k{i}",
-            "op": "w",
-            "k": f"k{i}",
-            "p": 0,
-            "v": None,
-            "off": i,
-            "ep": 1,
-            "del": True,
-        }
-        for i in range(n)
-    ]
-    await coll.insert_many([*docs, {**docs[0], "_id": "w:0:alive", "del": False, "off": 2 * n}])
+    n = 33_000
+    keys = [f"k{i}" for i in range(n)]
+    for start in range(0, n, 10_000):  # each `$in` below SQLite's limit too
+        await s.prefetch("w", keys[start : start + 10_000])
+    for i, key in enumerate(keys):
+        s.view("w").delete(key, i)
+    s.put("w", "alive", 1, 2 * n)
+    await s.flush(1)
+    assert s.tombstones == n
     assert await s.sweep_tombstones(epoch=1, below=3 * n) == n
+    coll = mongo_db[state_collection("t")]
     assert [d["_id"] async for d in coll.find({})] == ["w:0:alive"]
+    assert s.tombstones == 0
 
 
 async def test_checkpoint_epochs_fence_the_previous_owner(mongo_db: Db) -> None:
